@@ -1,0 +1,92 @@
+//! Where a tensor's bytes live.
+//!
+//! `CpuBuffer` is a byte buffer backed by `u64` words, so it is 8-byte aligned and can be
+//! viewed as a slice of any dense element type without copying. GPU storages are opaque
+//! handles owned by the `cuda` and `wgpu` modules.
+
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+
+/// Host memory, 8-byte aligned, holding `len` bytes.
+#[derive(Clone)]
+pub struct CpuBuffer {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl CpuBuffer {
+    /// A zero-filled buffer of `len` bytes.
+    pub fn zeroed(len: usize) -> Self {
+        CpuBuffer { words: vec![0u64; len.div_ceil(8)], len }
+    }
+
+    /// Copies `bytes` into a new aligned buffer.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        let mut buf = CpuBuffer::zeroed(bytes.len());
+        buf.as_bytes_mut().copy_from_slice(bytes);
+        buf
+    }
+
+    /// Copies a typed slice into a new buffer.
+    pub fn from_slice<T: Element>(data: &[T]) -> Self {
+        CpuBuffer::from_bytes(bytemuck::cast_slice(data))
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.words)[..len]
+    }
+
+    /// Views the bytes as `T`s; errors if the length is not a multiple of `size_of::<T>()`.
+    pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+        bytemuck::try_cast_slice(self.as_bytes()).map_err(|e| {
+            Error::invalid(format!("cannot view {} bytes as {}: {e:?}", self.len, T::DTYPE))
+        })
+    }
+
+    pub fn as_slice_mut<T: Element>(&mut self) -> Result<&mut [T]> {
+        let len = self.len;
+        bytemuck::try_cast_slice_mut(self.as_bytes_mut())
+            .map_err(|e| Error::invalid(format!("cannot view {len} bytes as {}: {e:?}", T::DTYPE)))
+    }
+}
+
+impl std::fmt::Debug for CpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpuBuffer({} bytes)", self.len)
+    }
+}
+
+/// The bytes of a tensor on one device.
+#[derive(Debug)]
+pub enum Storage {
+    Cpu(CpuBuffer),
+    Cuda(crate::cuda::CudaBuffer),
+    Wgpu(crate::wgpu::WgpuBuffer),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_views_are_aligned() {
+        let buf = CpuBuffer::from_slice(&[1.0f64, 2.0, 3.0]);
+        assert_eq!(buf.as_slice::<f64>().unwrap(), &[1.0, 2.0, 3.0]);
+        assert_eq!(buf.as_slice::<f32>().unwrap().len(), 6);
+        let odd = CpuBuffer::from_bytes(&[1, 2, 3]);
+        assert!(odd.as_slice::<f32>().is_err());
+    }
+}

@@ -1,6 +1,38 @@
-//! xtask: kernel builds and CI for linattn (`cargo xtask <command>`). PLACEHOLDER.
+//! xtask: kernel builds and CI for linattn, run as `cargo xtask <command>`.
+//!
+//! - `kernels [--check]`: CUDA C++ -> PTX with NVRTC, MANIFEST, ptxas resource report.
+//! - `wgsl`: validates every WGSL shader with naga.
+//! - `ci`: fmt, clippy, kernels --check, wgsl, tests.
 
-fn main() {
-    eprintln!("xtask: not built yet");
-    std::process::exit(2);
+mod ci;
+mod kernels;
+mod wgsl;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("usage: cargo xtask <kernels [--check] | wgsl | ci>");
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "kernels" => kernels::run(rest),
+        "wgsl" => wgsl::run(rest),
+        "ci" => ci::run(rest),
+        other => Err(format!("unknown command `{other}`; expected kernels, wgsl or ci")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask {command}: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,1 @@
+//! linattn-adapters (being built).

@@ -1,0 +1,1 @@
+//! linattn-attn (being built).

@@ -1,0 +1,1 @@
+//! linattn-quant (being built).

@@ -1,0 +1,1 @@
+//! Cross-device conformance suite (being built).

@@ -1,0 +1,1 @@
+//! Per-device instantiation of the conformance suite (being built).

@@ -1,1 +1,3 @@
-//! linattn-attn (being built).
+//! linattn-attn: chunked linear attention (being built).
+
+pub mod layout;

@@ -1,1 +1,45 @@
-fn main() {}
+//! `linattn`: the command-line tool of linattn.
+//!
+//! Subcommands live in their own modules; this file only parses arguments and
+//! dispatches. Every command returns `Result`; errors print as `error: ...` and exit 1.
+
+mod conformance;
+mod devices;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "linattn", version, about = "Linear-attention kernels, quantization and adapters on CPU, CUDA and WebGPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the devices of this machine and whether each can be opened.
+    Devices,
+    /// Run the cross-device conformance suite on one device against the CPU reference.
+    Conformance(conformance::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("LINATTN_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Devices => devices::run(),
+        Command::Conformance(args) => conformance::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub mod cuda;
 pub mod device;
 pub mod dtype;
 pub mod error;
+pub mod io;
 pub mod ops;
 pub mod shape;
 pub mod storage;

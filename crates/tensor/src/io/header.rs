@@ -8,11 +8,12 @@
 //! each range holds exactly `numel * element size` bytes. Offsets in messages are file
 //! offsets unless they are quoted as `data_offsets`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 
 use super::json::Entries;
 use super::{MAX_HEADER_LEN, dtype_from_safetensors, st_err};
@@ -52,11 +53,55 @@ pub(crate) struct Header {
 }
 
 /// One tensor entry as written in the JSON header.
-#[derive(Deserialize)]
+#[derive(serde::Deserialize)]
 struct RawInfo {
     dtype: String,
     shape: Vec<u64>,
     data_offsets: (u64, u64),
+}
+
+/// The JSON header as written: `__metadata__` (values checked later) and tensor entries,
+/// in document order, with duplicate keys rejected at any level.
+struct RawHeader {
+    metadata: Option<Entries<serde_json::Value>>,
+    tensors: Vec<(String, RawInfo)>,
+}
+
+impl<'de> Deserialize<'de> for RawHeader {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct RawHeaderVisitor;
+
+        impl<'de> Visitor<'de> for RawHeaderVisitor {
+            type Value = RawHeader;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of tensor entries")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<RawHeader, A::Error> {
+                let mut seen = HashSet::new();
+                let mut header = RawHeader { metadata: None, tensors: Vec::new() };
+                while let Some(key) = map.next_key::<String>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(A::Error::custom(format!("duplicate key `{key}`")));
+                    }
+                    if key == "__metadata__" {
+                        header.metadata = map.next_value::<Option<Entries<serde_json::Value>>>().map_err(|e| {
+                            A::Error::custom(format!("`__metadata__` is not a JSON object of strings: {e}"))
+                        })?;
+                    } else {
+                        let info = map
+                            .next_value::<RawInfo>()
+                            .map_err(|e| A::Error::custom(format!("tensor `{key}`: invalid header entry: {e}")))?;
+                        header.tensors.push((key, info));
+                    }
+                }
+                Ok(header)
+            }
+        }
+
+        deserializer.deserialize_map(RawHeaderVisitor)
+    }
 }
 
 /// Parses and validates the header of `file`, the full contents of the file at `path`.
@@ -95,20 +140,14 @@ pub(crate) fn parse(file: &[u8], path: &Path) -> Result<Header> {
     };
     let text = std::str::from_utf8(header_bytes)
         .map_err(|e| st_err(path, format!("header is not valid UTF-8 at offset {}", 8 + e.valid_up_to())))?;
-    let entries: Entries<serde_json::Value> = serde_json::from_str(text)
-        .map_err(|e| st_err(path, format!("header (offsets 8..{data_start}) is not a valid JSON object: {e}")))?;
+    let raw: RawHeader = serde_json::from_str(text)
+        .map_err(|e| st_err(path, format!("invalid JSON header (file offsets 8..{data_start}): {e}")))?;
 
     let data_len = file.len() - data_start;
-    let mut metadata = BTreeMap::new();
-    let mut tensors = Vec::with_capacity(entries.0.len());
-    for (name, value) in entries.0 {
-        if name == "__metadata__" {
-            metadata = parse_metadata(value, path)?;
-            continue;
-        }
-        let raw: RawInfo = serde_json::from_value(value)
-            .map_err(|e| st_err(path, format!("tensor `{name}`: invalid header entry: {e}")))?;
-        let info = check_entry(&name, raw, data_start, path)?;
+    let metadata = parse_metadata(raw.metadata, path)?;
+    let mut tensors = Vec::with_capacity(raw.tensors.len());
+    for (name, info) in raw.tensors {
+        let info = check_entry(&name, info, data_start, path)?;
         tensors.push((name, info));
     }
 
@@ -119,14 +158,9 @@ pub(crate) fn parse(file: &[u8], path: &Path) -> Result<Header> {
     Ok(Header { header_len: n, metadata, tensors })
 }
 
-fn parse_metadata(value: serde_json::Value, path: &Path) -> Result<BTreeMap<String, String>> {
-    if value.is_null() {
-        return Ok(BTreeMap::new());
-    }
-    let entries: Entries<serde_json::Value> =
-        serde_json::from_value(value).map_err(|e| st_err(path, format!("`__metadata__` is not a JSON object: {e}")))?;
+fn parse_metadata(entries: Option<Entries<serde_json::Value>>, path: &Path) -> Result<BTreeMap<String, String>> {
     let mut map = BTreeMap::new();
-    for (key, value) in entries.0 {
+    for (key, value) in entries.map(|e| e.0).unwrap_or_default() {
         match value {
             serde_json::Value::String(s) => {
                 map.insert(key, s);

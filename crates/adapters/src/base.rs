@@ -1,0 +1,123 @@
+//! The frozen base layer a LoRA module adapts.
+//!
+//! [`BaseLinear`] is the one thing adapters need from a base weight: its sizes, its
+//! forward `y = x W^T (+ bias)`, and a dense `[out, in]` copy of `W` (for merging and
+//! the DoRA norm). [`DenseLinear`] implements it for a plain tensor; quantized bases
+//! (QLoRA over NF4 / ggml blocks) implement it in `linattn-quant` without this crate
+//! knowing their formats.
+
+use linattn_tensor::{Error, Result, Tensor, ops};
+
+/// A frozen linear layer `y = x W^T + bias`, `W` logically `[out, in]`.
+pub trait BaseLinear: Send + Sync {
+    /// Rows of `W` (`out`).
+    fn out_features(&self) -> usize;
+    /// Columns of `W` (`in`).
+    fn in_features(&self) -> usize;
+    /// `x [..., in] -> [..., out]` in `x`'s dtype, bias included.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// `W` as a dense float tensor `[out, in]` (dequantized when the base is quantized).
+    fn dequantized(&self) -> Result<Tensor>;
+    /// The bias `[out]`, if the layer has one (DoRA rescales `x W^T` but not the bias).
+    fn bias(&self) -> Option<&Tensor> {
+        None
+    }
+}
+
+/// A dense base weight `[out, in]` with an optional bias `[out]`.
+#[derive(Clone, Debug)]
+pub struct DenseLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl DenseLinear {
+    /// Wraps a `[out, in]` float weight (PyTorch `nn.Linear` layout).
+    pub fn new(weight: Tensor) -> Result<DenseLinear> {
+        if weight.rank() != 2 || !weight.dtype().is_compute_float() {
+            return Err(Error::invalid(format!(
+                "DenseLinear: weight must be a rank-2 f32/f16/bf16 tensor [out, in], got {} {}",
+                weight.dtype(),
+                weight.shape()
+            )));
+        }
+        Ok(DenseLinear { weight, bias: None })
+    }
+
+    /// Wraps a weight stored `[in, out]` (GPT-2 `Conv1D`, peft `fan_in_fan_out`),
+    /// transposing it once to `[out, in]`.
+    pub fn from_fan_in_fan_out(weight_in_out: &Tensor) -> Result<DenseLinear> {
+        DenseLinear::new(transpose_2d(weight_in_out)?)
+    }
+
+    /// Adds a bias `[out]` (same dtype as the weight).
+    pub fn with_bias(mut self, bias: Tensor) -> Result<DenseLinear> {
+        if bias.dims() != [self.out_features()] || bias.dtype() != self.weight.dtype() {
+            return Err(Error::invalid(format!(
+                "DenseLinear: bias {} {} does not match weight {} {}",
+                bias.dtype(),
+                bias.shape(),
+                self.weight.dtype(),
+                self.weight.shape()
+            )));
+        }
+        self.bias = Some(bias);
+        Ok(self)
+    }
+
+    /// The weight `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl BaseLinear for DenseLinear {
+    fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+    fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = if x.dtype() == self.weight.dtype() { self.weight.clone() } else { self.weight.to_dtype(x.dtype())? };
+        let y = ops::linear(x, &w)?;
+        match &self.bias {
+            None => Ok(y),
+            Some(b) => {
+                let b = b.to_dtype(x.dtype())?;
+                let rows = y.shape().rows();
+                let out = self.out_features();
+                let bv = b.to_f32_vec()?;
+                let mut yv = y.to_f32_vec()?;
+                for r in 0..rows {
+                    for (v, bb) in yv[r * out..(r + 1) * out].iter_mut().zip(&bv) {
+                        *v += bb;
+                    }
+                }
+                Tensor::from_f32(&yv, x.dtype(), y.dims().to_vec())
+            }
+        }
+    }
+    fn dequantized(&self) -> Result<Tensor> {
+        Ok(self.weight.clone())
+    }
+    fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+/// Transposes a rank-2 float tensor on the host (`[a, b] -> [b, a]`), keeping its dtype.
+pub fn transpose_2d(t: &Tensor) -> Result<Tensor> {
+    let [rows, cols] = t.dims() else {
+        return Err(Error::invalid(format!("transpose_2d: expected a rank-2 tensor, got {}", t.shape())));
+    };
+    let (rows, cols) = (*rows, *cols);
+    let v = t.to_f32_vec()?;
+    let mut out = vec![0f32; v.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            out[j * rows + i] = v[i * cols + j];
+        }
+    }
+    Tensor::from_f32(&out, t.dtype(), [cols, rows])?.to_device(&t.device())
+}

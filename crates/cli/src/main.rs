@@ -3,6 +3,7 @@
 //! Subcommands live in their own modules; this file only parses arguments and
 //! dispatches. Every command returns `Result`; errors print as `error: ...` and exit 1.
 
+mod bench;
 mod conformance;
 mod devices;
 
@@ -23,6 +24,8 @@ enum Command {
     Devices,
     /// Run the cross-device conformance suite on one device against the CPU reference.
     Conformance(conformance::Args),
+    /// Benchmarks: print JSON lines, optionally update docs/benchmarks.md.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices => devices::run(),
         Command::Conformance(args) => conformance::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,39 @@
+//! `linattn bench <area>`: benchmark programs. Each prints one JSON object per line
+//! (`op`, `device`, `dtype`, shapes, `ms` (median), throughput, ratios to peers measured
+//! in the same run) and, with `--update-docs FILE`, rewrites that area's section of
+//! `docs/benchmarks.md` with the machine, date and commit.
+
+pub mod membw;
+pub mod peer;
+pub mod report;
+pub mod timing;
+mod tensor;
+
+use std::process::ExitCode;
+
+use linattn_tensor::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    area: Area,
+}
+
+#[derive(clap::Subcommand)]
+enum Area {
+    /// Dense matmul of the tensor core against PyTorch (CPU) in the same run.
+    Tensor(tensor::Args),
+    /// Memory read bandwidth of this machine (the peer of bandwidth-bound kernels).
+    Membw,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    match &args.area {
+        Area::Tensor(a) => tensor::run(a),
+        Area::Membw => {
+            let gbps = membw::read_bandwidth_gbps(5);
+            report::emit(&serde_json::json!({ "op": "memory_read", "device": "cpu", "gbps": gbps, "bytes": membw::SCAN_BYTES }));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

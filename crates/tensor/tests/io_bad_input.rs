@@ -177,7 +177,13 @@ fn open_and_read_all(path: &Path, bytes: &[u8]) {
     }
 }
 
+/// A valid three-tensor file with metadata, built once.
 fn valid_file() -> Vec<u8> {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(build_valid_file).clone()
+}
+
+fn build_valid_file() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.safetensors");
     let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [3]).unwrap();

@@ -89,6 +89,25 @@ pub fn load_adapter(dir: &Path) -> Result<LoraAdapter> {
     adapter_from_tensors(config, tensors)
 }
 
+/// Reads every tensor of a safetensors file (float or integer dtypes) into CPU tensors,
+/// in file order.
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| st_error(path, e))?;
+    let mut out = Vec::new();
+    for name in file.names() {
+        let view = file.tensor(name).map_err(|e| st_error(path, e))?;
+        let dtype = match view.dtype() {
+            Dtype::I64 => DType::I64,
+            Dtype::I32 => DType::I32,
+            Dtype::U8 => DType::U8,
+            other => dtype_from_safetensors(other, name)?,
+        };
+        out.push((name.to_string(), Tensor::from_bytes(view.data(), dtype, view.shape().to_vec())?));
+    }
+    Ok(out)
+}
+
 /// Builds an adapter from a config and peft-named tensors, validating every key.
 pub fn adapter_from_tensors(config: LoraConfig, tensors: Vec<(String, Tensor)>) -> Result<LoraAdapter> {
     config.validate()?;

@@ -211,7 +211,19 @@ impl Pass {
     }
 }
 
-pub(crate) fn forward_train_impl(
+/// Training forward with the DoRA norm `n` given instead of computed (for checking
+/// gradients, which treat `n` as a constant, against finite differences).
+pub fn forward_with_fixed_norm(
+    base: &dyn BaseLinear,
+    module: &LoraModule,
+    x: &Tensor,
+    dropout: Option<&DropoutMask>,
+    dora_norm: Option<&[f32]>,
+) -> Result<Tensor> {
+    forward_train_impl(base, module, x, dropout, dora_norm)
+}
+
+fn forward_train_impl(
     base: &dyn BaseLinear,
     module: &LoraModule,
     x: &Tensor,
@@ -246,7 +258,7 @@ pub fn lora_forward_train(
     forward_train_impl(base, module, x, dropout, None)
 }
 
-pub(crate) fn backward_impl(
+fn backward_impl(
     base: &dyn BaseLinear,
     module: &LoraModule,
     x: &Tensor,

@@ -113,7 +113,12 @@ fn streaming_checkpoint_merge_matches_peft() {
             let back = tmp.path().join(format!("{variant}.unmerged.safetensors"));
             merge_checkpoint(&out, &dir, &back, true).unwrap();
             for (name, t) in tensors(&back) {
-                assert_close(&format!("{variant} unmerged {name}"), &t.to_f32_vec().unwrap(), &base[&name].to_f32_vec().unwrap(), 1e-5);
+                assert_close(
+                    &format!("{variant} unmerged {name}"),
+                    &t.to_f32_vec().unwrap(),
+                    &base[&name].to_f32_vec().unwrap(),
+                    1e-5,
+                );
             }
         } else {
             let err = merge_checkpoint(&out, &dir, &tmp.path().join("x.safetensors"), true).unwrap_err().to_string();
@@ -201,7 +206,12 @@ fn committed_from_linattn_fixtures_reproduce() {
         let mut checked = 0;
         for (path, module) in &adapter.modules {
             let y = lora_forward(&dense(&base, path), module, &expected[&format!("{path}.x")]).unwrap();
-            assert_close(&format!("from_linattn {name} {path}"), &y.to_f32_vec().unwrap(), &expected[&format!("{path}.y")].to_f32_vec().unwrap(), 1e-6);
+            assert_close(
+                &format!("from_linattn {name} {path}"),
+                &y.to_f32_vec().unwrap(),
+                &expected[&format!("{path}.y")].to_f32_vec().unwrap(),
+                1e-6,
+            );
             checked += 1;
         }
         assert_eq!(checked, 2);

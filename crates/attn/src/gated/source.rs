@@ -1,0 +1,120 @@
+//! Gathers one (sequence, head)'s rows into contiguous chunk buffers.
+//!
+//! Rows of q/k are strided by `H * K` in `[B, T, H, K]`; the kernels want a chunk as a
+//! dense `[L, K']` block. Gathering applies, per row: the feature map (fused, so the
+//! mapped tensor is never materialized), the scale on q, and for values the extra
+//! ones-column that accumulates the normalizer z. With `key_shift = W` (window hybrid)
+//! position m reads the key and value of position `m - W`, and zeros before that.
+
+use super::problem::{Gates, Problem};
+use crate::layout::SeqSpan;
+
+/// One sequence and head of a [`Problem`].
+pub(crate) struct HeadSource<'p, 'a> {
+    pub problem: &'p Problem<'a>,
+    pub span: SeqSpan,
+    pub head: usize,
+}
+
+impl HeadSource<'_, '_> {
+    /// Tokens in this sequence.
+    pub fn len(&self) -> usize {
+        self.span.len()
+    }
+
+    fn token(&self, m: usize) -> (usize, usize) {
+        (self.span.row, self.span.start + m)
+    }
+
+    fn qk_row<'s>(&self, data: &'s [f32], m: usize) -> &'s [f32] {
+        let (b, t) = self.token(m);
+        let d = self.problem.dims;
+        &data[d.qk_index(b, t, self.head, 0)..][..d.key_dim]
+    }
+
+    /// Rows `start..start+len` of `scale * phi_q(q)` into `out [len, K']`.
+    pub fn fill_queries(&self, start: usize, len: usize, out: &mut [f32]) {
+        let p = self.problem;
+        let kd = p.rec_key_dim;
+        for i in 0..len {
+            let row = &mut out[i * kd..(i + 1) * kd];
+            let x = self.qk_row(&p.q, start + i);
+            match &p.q_map {
+                Some(map) => map.apply(self.head, x, row),
+                None => row.copy_from_slice(x),
+            }
+            row.iter_mut().for_each(|r| *r *= p.scale);
+        }
+    }
+
+    /// Rows `start..start+len` of `phi_k(k)` into `k_out [len, K']` and of v (plus the
+    /// ones column when normalizing) into `v_out [len, V(+1)]`, honoring `key_shift`.
+    pub fn fill_keys_values(&self, start: usize, len: usize, k_out: &mut [f32], v_out: &mut [f32]) {
+        let p = self.problem;
+        let (kd, vd, vx) = (p.rec_key_dim, p.dims.value_dim, p.value_width());
+        for i in 0..len {
+            let krow = &mut k_out[i * kd..(i + 1) * kd];
+            let vrow = &mut v_out[i * vx..(i + 1) * vx];
+            let m = start + i;
+            if m < p.key_shift {
+                krow.fill(0.0);
+                vrow.fill(0.0);
+                continue;
+            }
+            let src = m - p.key_shift;
+            let x = self.qk_row(&p.k, src);
+            match &p.k_map {
+                Some(map) => map.apply(self.head, x, krow),
+                None => krow.copy_from_slice(x),
+            }
+            let (b, t) = self.token(src);
+            vrow[..vd].copy_from_slice(&p.v[p.dims.v_index(b, t, self.head, 0)..][..vd]);
+            if p.normalize {
+                vrow[vd] = 1.0;
+            }
+        }
+    }
+
+    /// Whether the state decays at all.
+    pub fn has_gates(&self) -> bool {
+        !matches!(self.problem.gates, Gates::None)
+    }
+
+    /// Whether gates are per key dim (GLA) rather than scalar.
+    pub fn gates_per_key(&self) -> bool {
+        matches!(self.problem.gates, Gates::PerKey(_))
+    }
+
+    /// Scalar log-decays of positions `start..start+len` into `out [len]` (0 without gates).
+    pub fn fill_scalar_gates(&self, start: usize, len: usize, out: &mut [f32]) {
+        let p = self.problem;
+        for (i, o) in out[..len].iter_mut().enumerate() {
+            let (b, t) = self.token(start + i);
+            *o = match &p.gates {
+                Gates::None | Gates::PerKey(_) => 0.0,
+                Gates::PerHead(g) => g[self.head],
+                Gates::PerToken(g) => g[p.dims.gate_index(b, t, self.head)],
+            };
+        }
+    }
+
+    /// Per-key log-decays of positions `start..start+len` into `out [len, K']`
+    /// (scalar gates broadcast over K').
+    pub fn fill_key_gates(&self, start: usize, len: usize, out: &mut [f32]) {
+        let p = self.problem;
+        let kd = p.rec_key_dim;
+        if let Gates::PerKey(g) = &p.gates {
+            for i in 0..len {
+                let (b, t) = self.token(start + i);
+                let at = p.dims.gate_index(b, t, self.head) * kd;
+                out[i * kd..(i + 1) * kd].copy_from_slice(&g[at..at + kd]);
+            }
+        } else {
+            let mut scalar = vec![0.0f32; len];
+            self.fill_scalar_gates(start, len, &mut scalar);
+            for i in 0..len {
+                out[i * kd..(i + 1) * kd].fill(scalar[i]);
+            }
+        }
+    }
+}

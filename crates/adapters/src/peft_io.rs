@@ -183,6 +183,11 @@ pub fn adapter_from_tensors(config: LoraConfig, tensors: Vec<(String, Tensor)>) 
                 a.shape()
             )));
         }
+        a.check_finite("load_adapter", &a_key)?;
+        b.check_finite("load_adapter", &b_key)?;
+        if let Some(m) = &magnitude {
+            m.check_finite("load_adapter", &format!("{PEFT_KEY_PREFIX}{path}.lora_magnitude_vector"))?;
+        }
         let scaling = config.scaling_for(&path)?;
         let fifo = config.fan_in_fan_out && kind == ModuleKind::Linear;
         let module = LoraModule::new(&path, kind, &a, &b, magnitude.as_ref(), scaling, fifo)?;

@@ -1,0 +1,279 @@
+//! bitsandbytes blockwise 4-bit weights: NF4 and FP4.
+//!
+//! Layout: the tensor is flattened row-major to `n` elements and cut into blocks of
+//! `blocksize` (64 default; 32..4096, powers of two; the last block may be partial).
+//! `packed` holds `ceil(n/2)` bytes: element `2j` in the HIGH nibble of byte `j`,
+//! element `2j+1` in the low nibble (a final odd element is paired with index of 0.0).
+//! Each nibble indexes a 16-entry f32 code table (`weight.quant_map` in the file).
+//! Value = `code[nibble] * absmax[element / blocksize]` (f32).
+//!
+//! Absmax is either f32 per block, or double-quantized (`compress_statistics`):
+//! `offset = mean(absmax)`, `absmax - offset` quantized with the 8-bit dynamic map in
+//! blocks of 256 ([`super::blockwise8`]); resolved as
+//! `nested_code[q] * nested_absmax[i / 256] + offset` (f32).
+//!
+//! Quantization (bitsandbytes' CPU path): `absmax = max|x|` per block,
+//! `s = clamp(x * (1 / max(absmax, 1e-38)), -1, 1)`, and the nibble is the code entry
+//! whose bucket between sorted-code midpoints holds `s` (a value on a midpoint goes to
+//! the lower entry). Error bound: half the widest gap between neighbouring code
+//! entries times absmax: NF4 0.1519 * absmax (the gap 0.6962..1.0), FP4 0.1667 *
+//! absmax (0.6667..1.0); with double quantization add the absmax error
+//! (half a dynamic-map step of `max|absmax - offset|`, relative <= ~3.3% at the top).
+
+use linattn_tensor::{Error, Result, Shape};
+
+use super::blockwise8;
+use crate::bytes::ByteView;
+
+/// NF4 code: quantiles of N(0, 1) normalized to [-1, 1] (QLoRA), as bitsandbytes
+/// stores them in f32.
+pub const NF4_CODE: [f32; 16] = [
+    -1.0,
+    -0.696_192_800_998_687_7,
+    -0.525_073_051_452_636_7,
+    -0.394_917_488_098_144_53,
+    -0.284_441_381_692_886_35,
+    -0.184_773_430_228_233_34,
+    -0.091_050_036_251_544_95,
+    0.0,
+    0.079_580_299_556_255_34,
+    0.160_930_201_411_247_25,
+    0.246_112_301_945_686_34,
+    0.337_915_241_718_292_24,
+    0.440_709_829_330_444_34,
+    0.562_617_003_917_694_1,
+    0.722_956_836_223_602_3,
+    1.0,
+];
+
+/// FP4 (1 sign, 2 exponent, 1 mantissa bits, bitsandbytes bias) in bit-pattern
+/// order, before normalization by 12.
+const FP4_RAW: [f32; 16] =
+    [0.0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0, -0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0];
+
+/// The two 4-bit data types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FourBitKind {
+    Nf4,
+    Fp4,
+}
+
+impl FourBitKind {
+    /// `"nf4"` or `"fp4"` (the `quant_type` in the JSON state).
+    pub const fn name(self) -> &'static str {
+        match self {
+            FourBitKind::Nf4 => "nf4",
+            FourBitKind::Fp4 => "fp4",
+        }
+    }
+
+    /// Parses `nf4` / `fp4`.
+    pub fn parse(s: &str) -> Result<FourBitKind> {
+        match s {
+            "nf4" => Ok(FourBitKind::Nf4),
+            "fp4" => Ok(FourBitKind::Fp4),
+            _ => Err(Error::invalid(format!("bitsandbytes quant_type `{s}`: expected nf4 or fp4"))),
+        }
+    }
+
+    /// The default code table, as bitsandbytes builds it (f32).
+    pub fn default_code(self) -> [f32; 16] {
+        match self {
+            FourBitKind::Nf4 => NF4_CODE,
+            FourBitKind::Fp4 => FP4_RAW.map(|v| v / 12.0),
+        }
+    }
+}
+
+/// Double-quantized absmax state.
+#[derive(Clone, Debug)]
+pub struct NestedAbsmax {
+    /// 8-bit indices, one per 4-bit block (`weight.absmax`, U8).
+    pub quantized: Vec<u8>,
+    /// f32 absmax per nested block (`weight.nested_absmax`).
+    pub absmax: Vec<f32>,
+    /// 256-entry code (`weight.nested_quant_map`).
+    pub code: Vec<f32>,
+    /// Nested block size (256 in bitsandbytes).
+    pub blocksize: usize,
+    /// Mean subtracted before nested quantization (`nested_offset` in the JSON).
+    pub offset: f32,
+}
+
+/// Per-block scales of a 4-bit weight.
+#[derive(Clone, Debug)]
+pub enum Absmax {
+    F32(Vec<f32>),
+    Nested(NestedAbsmax),
+}
+
+/// A bitsandbytes NF4/FP4 weight with its quant state.
+#[derive(Clone, Debug)]
+pub struct FourBitWeight {
+    pub kind: FourBitKind,
+    /// Logical shape (`shape` in the JSON state), `[out, in]` for a linear layer.
+    pub shape: Shape,
+    pub blocksize: usize,
+    /// `ceil(numel / 2)` packed bytes.
+    pub packed: ByteView,
+    /// The 16-entry code table used to decode.
+    pub code: [f32; 16],
+    pub absmax: Absmax,
+    /// The torch dtype name of the original weight (`dtype` in the JSON), e.g. `bfloat16`.
+    pub torch_dtype: String,
+}
+
+fn check_blocksize(blocksize: usize) -> Result<()> {
+    if !(32..=4096).contains(&blocksize) || !blocksize.is_power_of_two() {
+        return Err(Error::invalid(format!(
+            "bitsandbytes 4-bit blocksize {blocksize}: expected a power of two in 32..=4096"
+        )));
+    }
+    Ok(())
+}
+
+impl FourBitWeight {
+    /// Quantizes row-major `values` of `shape` like bitsandbytes' `quantize_4bit` on CPU,
+    /// optionally double-quantizing the absmax (`compress_statistics=True`).
+    pub fn quantize(
+        values: &[f32],
+        shape: impl Into<Shape>,
+        kind: FourBitKind,
+        blocksize: usize,
+        double_quant: bool,
+    ) -> Result<FourBitWeight> {
+        let shape = shape.into();
+        check_blocksize(blocksize)?;
+        if shape.checked_numel()? != values.len() {
+            return Err(Error::invalid(format!("4-bit quantize: {} values do not fill shape {shape}", values.len())));
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { op: "quantize_4bit", tensor: "input".into(), index: i, value: values[i] });
+        }
+        let code = kind.default_code();
+        // Stable argsort of the code and the midpoints between sorted neighbours.
+        let mut order: Vec<usize> = (0..16).collect();
+        order.sort_by(|&a, &b| code[a].partial_cmp(&code[b]).unwrap_or(std::cmp::Ordering::Equal));
+        let bounds: Vec<f32> = order.windows(2).map(|w| (code[w[0]] + code[w[1]]) / 2.0).collect();
+        let nibble = |s: f32| -> u8 { order[bounds.partition_point(|&b| b < s)] as u8 };
+        let mut absmax = Vec::with_capacity(values.len().div_ceil(blocksize));
+        let mut nibbles = Vec::with_capacity(values.len() + 1);
+        for block in values.chunks(blocksize) {
+            let am = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            absmax.push(am);
+            let inv = 1.0 / am.max(1e-38);
+            nibbles.extend(block.iter().map(|&v| nibble((v * inv).clamp(-1.0, 1.0))));
+        }
+        if nibbles.len() % 2 == 1 {
+            nibbles.push(nibble(0.0));
+        }
+        let packed: Vec<u8> = nibbles.chunks(2).map(|p| (p[0] << 4) | p[1]).collect();
+        let absmax = if double_quant {
+            let offset = (absmax.iter().map(|&v| v as f64).sum::<f64>() / absmax.len().max(1) as f64) as f32;
+            let centered: Vec<f32> = absmax.iter().map(|&v| v - offset).collect();
+            let code8 = blockwise8::dynamic_map();
+            let (quantized, nested) = blockwise8::quantize(&centered, &code8, 256)?;
+            Absmax::Nested(NestedAbsmax { quantized, absmax: nested, code: code8, blocksize: 256, offset })
+        } else {
+            Absmax::F32(absmax)
+        };
+        let w = FourBitWeight {
+            kind,
+            shape,
+            blocksize,
+            packed: ByteView::from_vec(packed),
+            code,
+            absmax,
+            torch_dtype: "float32".into(),
+        };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// Number of logical elements.
+    pub fn numel(&self) -> usize {
+        self.shape.numel()
+    }
+
+    /// Number of 4-bit blocks.
+    pub fn n_blocks(&self) -> usize {
+        self.numel().div_ceil(self.blocksize)
+    }
+
+    /// Checks that every part agrees with the shape and blocksize.
+    pub fn validate(&self) -> Result<()> {
+        check_blocksize(self.blocksize)?;
+        let n = self.shape.checked_numel()?;
+        if self.packed.len() != n.div_ceil(2) {
+            return Err(Error::invalid(format!(
+                "{} weight of shape {}: packed data holds {} bytes, expected {}",
+                self.kind.name(),
+                self.shape,
+                self.packed.len(),
+                n.div_ceil(2)
+            )));
+        }
+        let blocks = self.n_blocks();
+        match &self.absmax {
+            Absmax::F32(a) if a.len() != blocks => {
+                return Err(Error::invalid(format!(
+                    "absmax holds {} values, expected {blocks} blocks of {}",
+                    a.len(),
+                    self.blocksize
+                )));
+            }
+            Absmax::Nested(nst) => {
+                if nst.quantized.len() != blocks {
+                    return Err(Error::invalid(format!(
+                        "absmax holds {} values, expected {blocks}",
+                        nst.quantized.len()
+                    )));
+                }
+                if nst.blocksize == 0 || nst.absmax.len() != blocks.div_ceil(nst.blocksize) || nst.code.len() != 256 {
+                    return Err(Error::invalid(format!(
+                        "nested absmax: {} values for {blocks} blocks of nested blocksize {}, code of {} entries (expected {} and 256)",
+                        nst.absmax.len(),
+                        nst.blocksize,
+                        nst.code.len(),
+                        blocks.div_ceil(nst.blocksize.max(1))
+                    )));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The absmax of every block as f32 (resolving double quantization).
+    pub fn absmax_f32(&self) -> Vec<f32> {
+        match &self.absmax {
+            Absmax::F32(a) => a.clone(),
+            Absmax::Nested(n) => n
+                .quantized
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| n.code[q as usize] * n.absmax[i / n.blocksize] + n.offset)
+                .collect(),
+        }
+    }
+
+    /// Decodes elements `start..start + out.len()` (flat index) given resolved absmax.
+    pub fn decode_range(&self, absmax: &[f32], start: usize, out: &mut [f32]) {
+        let packed = self.packed.as_slice();
+        for (i, o) in out.iter_mut().enumerate() {
+            let e = start + i;
+            let byte = packed[e / 2];
+            let nib = if e % 2 == 0 { byte >> 4 } else { byte & 0x0F };
+            *o = self.code[nib as usize] * absmax[e / self.blocksize];
+        }
+    }
+
+    /// Dequantizes the whole weight to f32 (row-major, `shape`).
+    pub fn dequantize_f32(&self) -> Result<Vec<f32>> {
+        self.validate()?;
+        let absmax = self.absmax_f32();
+        let mut out = vec![0.0f32; self.numel()];
+        self.decode_range(&absmax, 0, &mut out);
+        Ok(out)
+    }
+}

@@ -1,0 +1,1 @@
+//! GGUF (placeholder while the reader is written).

@@ -73,15 +73,15 @@ impl<'a> PreparedModule<'a> {
         }
         match &self.dora {
             None => {
-                for j in 0..self.rank {
-                    axpy(self.scaling * t[j], &self.b_t[j * n_out..(j + 1) * n_out], y);
+                for (&tj, b_row) in t[..self.rank].iter().zip(self.b_t.chunks_exact(n_out)) {
+                    axpy(self.scaling * tj, b_row, y);
                 }
             }
             Some((c, bias)) => {
                 let lora = &mut lora[..n_out];
                 lora.fill(0.0);
-                for j in 0..self.rank {
-                    axpy(t[j], &self.b_t[j * n_out..(j + 1) * n_out], lora);
+                for (&tj, b_row) in t[..self.rank].iter().zip(self.b_t.chunks_exact(n_out)) {
+                    axpy(tj, b_row, lora);
                 }
                 for o in 0..n_out {
                     y[o] = c[o] * (y[o] - bias[o] + self.scaling * lora[o]) + bias[o];

@@ -9,6 +9,7 @@
 //!   (same rank required; not equal to the weighted delta sum, as in peft).
 //! - `Svd { rank }`: `D = sum_i w_i s_i B_i A_i`, `D ~= U_k S_k V_k^T`, `B = U_k S_k`,
 //!   `A = V_k^T` (f64 Jacobi SVD, [`crate::svd`]).
+//!
 //! The result uses `r = lora_alpha = new rank` and no rsLoRA, so its scaling is 1; modules
 //! of lower rank are zero-padded to the adapter rank (as peft). DoRA adapters cannot be
 //! combined.
@@ -172,7 +173,7 @@ pub fn combine_adapters(sources: &[(&LoraAdapter, f32)], combination: Combinatio
     paths.sort();
     paths.dedup();
     // Per-module combined (A, B) as f32 with their own rank; padded afterwards.
-    let mut parts: BTreeMap<String, (Vec<f32>, Vec<f32>, usize, &LoraModule)> = BTreeMap::new();
+    let mut parts: BTreeMap<String, (Combined, &LoraModule)> = BTreeMap::new();
     for path in paths {
         let present: Vec<(&LoraModule, f32)> =
             sources.iter().filter_map(|(a, w)| a.modules.get(path).map(|m| (m, *w))).collect();
@@ -195,17 +196,17 @@ pub fn combine_adapters(sources: &[(&LoraAdapter, f32)], combination: Combinatio
             Combination::Linear => combine_linear(path, &present)?,
             Combination::Svd { rank } => combine_svd(&present, rank)?,
         };
-        parts.insert(path.clone(), (combined.0, combined.1, combined.2, proto));
+        parts.insert(path.clone(), (combined, proto));
     }
     let new_rank = match combination {
         Combination::Svd { rank } => rank,
-        _ => parts.values().map(|p| p.2).max().unwrap_or(1),
+        _ => parts.values().map(|p| p.0.2).max().unwrap_or(1),
     };
     if new_rank == 0 {
         return Err(Error::invalid("combine_adapters: svd rank 0; the rank must be >= 1"));
     }
     let mut modules = BTreeMap::new();
-    for (path, (a, b, r, proto)) in parts {
+    for (path, ((a, b, r), proto)) in parts {
         let (n_in, n_out) = (proto.in_features(), proto.out_features());
         let mut a_pad = vec![0f32; new_rank * n_in];
         a_pad[..r * n_in].copy_from_slice(&a);

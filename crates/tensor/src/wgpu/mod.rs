@@ -67,8 +67,9 @@ struct DeviceInner {
 static DEFAULT_DEVICE: OnceLock<std::result::Result<WgpuDevice, String>> = OnceLock::new();
 
 impl WgpuDevice {
-    /// Opens the default adapter (high-performance preference; `WGPU_BACKEND` and
-    /// related environment variables are honored), once per process.
+    /// Opens the default adapter once per process: high-performance preference, native
+    /// backends (Vulkan, Metal, DX12) before GL; `WGPU_BACKEND` and the other wgpu
+    /// environment variables are honored.
     pub fn open_default() -> Result<WgpuDevice> {
         DEFAULT_DEVICE
             .get_or_init(|| {
@@ -201,12 +202,32 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn probe() -> std::result::Result<WgpuDevice, String> {
-    let instance = ::wgpu::Instance::new(::wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(instance.request_adapter(&::wgpu::RequestAdapterOptions {
-        power_preference: ::wgpu::PowerPreference::HighPerformance,
-        ..Default::default()
-    }))
-    .map_err(|e| format!("no WebGPU adapter (Vulkan, Metal, DX12 or GL) found: {e}"))?;
+    // Native backends first (Vulkan, Metal, DX12); GL only when none has an adapter, which
+    // also keeps EGL probing quiet on headless machines. `WGPU_BACKEND` overrides both.
+    let backend_override = std::env::var_os("WGPU_BACKEND").is_some();
+    let attempts: &[::wgpu::Backends] =
+        if backend_override { &[::wgpu::Backends::all()] } else { &[::wgpu::Backends::PRIMARY, ::wgpu::Backends::GL] };
+    let mut failures = Vec::new();
+    let mut found = None;
+    for &backends in attempts {
+        let mut descriptor = ::wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        if !backend_override {
+            descriptor.backends = backends;
+        }
+        let instance = ::wgpu::Instance::new(descriptor);
+        let options = ::wgpu::RequestAdapterOptions {
+            power_preference: ::wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        };
+        match pollster::block_on(instance.request_adapter(&options)) {
+            Ok(adapter) => {
+                found = Some(adapter);
+                break;
+            }
+            Err(e) => failures.push(format!("{backends:?}: {e}")),
+        }
+    }
+    let adapter = found.ok_or_else(|| format!("no WebGPU adapter found ({})", failures.join("; ")))?;
     let info = adapter.get_info();
     let features = adapter.features() & OPTIONAL_FEATURES;
     let limits = adapter.limits();

@@ -183,7 +183,7 @@ fn layout_entries(read_only: &[bool], has_params: bool) -> Vec<::wgpu::BindGroup
         },
         count: None,
     });
-    let params = has_params.then(|| ::wgpu::BindGroupLayoutEntry {
+    let params = has_params.then_some(::wgpu::BindGroupLayoutEntry {
         binding: read_only.len() as u32,
         visibility: ::wgpu::ShaderStages::COMPUTE,
         ty: ::wgpu::BindingType::Buffer {

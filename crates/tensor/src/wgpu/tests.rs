@@ -63,7 +63,8 @@ fn assert_close(what: &str, dtype: DType, got: &[f32], want: &[f32]) {
     let mut mismatches = Vec::new();
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
-        if !(err <= atol + rtol * w.abs()) {
+        let within = err <= atol + rtol * w.abs();
+        if !within {
             mismatches.push(format!("[{i}] got {g} want {w}"));
         }
         if err > worst.1 || err.is_nan() {
@@ -155,8 +156,7 @@ fn half_packing_rounds_to_nearest_even_like_half() {
     let gpu = Device::Wgpu(device);
     // Sums that are exact ties, subnormals, overflow, zeros of both signs and NaN.
     let lhs = [1.0f32, 1.0, 1.0, -1.0, 6.0e-8, 1.0e-6, 65000.0, 70000.0, -0.0, f32::NAN, 3.0e-5, 0.1];
-    let rhs =
-        [0.000_488_281_25, 0.001_464_843_75, 0.003_906_25, -0.011_718_75, 0.0, 0.0, 600.0, 0.0, -0.0, 0.0, 0.0, 0.2];
+    let rhs = [1.0 / 2048.0, 3.0 / 2048.0, 1.0 / 256.0, -3.0 / 256.0, 0.0, 0.0, 600.0, 0.0, -0.0, 0.0, 0.0, 0.2];
     let mut a: Vec<f32> = lhs.to_vec();
     let mut b: Vec<f32> = rhs.to_vec();
     a.extend(values(501, 7).iter().map(|v| v * 1000.0));

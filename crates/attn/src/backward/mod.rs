@@ -179,6 +179,9 @@ pub(crate) fn check_chunk(op: &str, chunk_size: usize) -> Result<()> {
 
 /// Resolves an optional scale (default `K^-0.5`) and checks it is finite.
 pub(crate) fn resolve_scale(op: &str, scale: Option<f32>, key_dim: usize) -> Result<f32> {
+    if key_dim == 0 {
+        return Err(Error::invalid(format!("{op}: key_dim must be positive, got 0")));
+    }
     let s = scale.unwrap_or(1.0 / (key_dim as f32).sqrt());
     if !s.is_finite() {
         return Err(Error::invalid(format!("{op}: scale must be finite, got {s}")));

@@ -25,12 +25,36 @@ use crate::window::{DEFAULT_WINDOW, WindowOptions, WindowOutput, WindowState};
 use crate::{feature_map, gated, window};
 
 const LINEAR_NAMES: &[&str] = &[
-    "q", "k", "v", "g", "initial_state", "initial_z", "cu_seqlens", "q_feature_map", "k_feature_map", "scale",
-    "normalize", "eps", "chunk_size",
+    "q",
+    "k",
+    "v",
+    "g",
+    "initial_state",
+    "initial_z",
+    "cu_seqlens",
+    "q_feature_map",
+    "k_feature_map",
+    "scale",
+    "normalize",
+    "eps",
+    "chunk_size",
 ];
 const WINDOW_NAMES: &[&str] = &[
-    "q", "k", "v", "window_factor", "window", "scale", "chunk_size", "cu_seqlens", "q_feature_map", "k_feature_map",
-    "initial_state", "initial_z", "cache_keys", "cache_values", "tokens_seen",
+    "q",
+    "k",
+    "v",
+    "window_factor",
+    "window",
+    "scale",
+    "chunk_size",
+    "cu_seqlens",
+    "q_feature_map",
+    "k_feature_map",
+    "initial_state",
+    "initial_z",
+    "cache_keys",
+    "cache_values",
+    "tokens_seen",
 ];
 
 /// Runs `op` on the named `inputs` on `device`; returns the named outputs (see the
@@ -52,8 +76,15 @@ pub fn run_named(op: &str, inputs: &BTreeMap<String, Tensor>, device: &Device) -
             };
             Ok(BTreeMap::from([("o".to_string(), o)]))
         }
-        "linear_attn" | "linear_attn_reference" | "linear_attn_step" | "simple_gla" | "simple_gla_reference"
-        | "simple_gla_step" | "gla" | "gla_reference" | "gla_step" => run_linear(&inp),
+        "linear_attn"
+        | "linear_attn_reference"
+        | "linear_attn_step"
+        | "simple_gla"
+        | "simple_gla_reference"
+        | "simple_gla_step"
+        | "gla"
+        | "gla_reference"
+        | "gla_step" => run_linear(&inp),
         "window_linear" | "window_linear_reference" | "window_linear_step" => run_window(&inp),
         _ => Err(Error::invalid(format!(
             "unknown attention op `{op}`; expected linear_attn, simple_gla, gla (each also _reference, _step), \
@@ -100,7 +131,9 @@ impl Inputs<'_> {
         match self.scalar(name)? {
             None => Ok(default),
             Some(x) if x >= 0.0 && x.fract() == 0.0 && x < 1e15 => Ok(x as usize),
-            Some(x) => Err(Error::invalid(format!("{}: option `{name}` = {x} must be a non-negative integer", self.op))),
+            Some(x) => {
+                Err(Error::invalid(format!("{}: option `{name}` = {x} must be a non-negative integer", self.op)))
+            }
         }
     }
 
@@ -210,7 +243,9 @@ fn run_window(inp: &Inputs) -> Result<BTreeMap<String, Tensor>> {
     } else {
         for name in ["initial_state", "initial_z", "cache_keys", "cache_values", "tokens_seen"] {
             if inp.opt(name).is_some() {
-                return Err(Error::invalid(format!("{op}: prefill starts from an empty state; `{name}` is only for window_linear_step")));
+                return Err(Error::invalid(format!(
+                    "{op}: prefill starts from an empty state; `{name}` is only for window_linear_step"
+                )));
             }
         }
         if op == "window_linear" {

@@ -3,7 +3,9 @@
 mod common;
 
 use common::{Rng, assert_close};
-use linattn_attn::{AttnOptions, AttnOutput, gla, gla_reference, hedgehog_identity_init, linear_attn, linear_attn_reference};
+use linattn_attn::{
+    AttnOptions, AttnOutput, gla, gla_reference, hedgehog_identity_init, linear_attn, linear_attn_reference,
+};
 use linattn_attn::{simple_gla, simple_gla_reference};
 use linattn_tensor::{DType, Tensor};
 use proptest::prelude::*;
@@ -19,7 +21,14 @@ enum Kind {
     Gla,
 }
 
-fn run_both(kind: Kind, q: &Tensor, k: &Tensor, v: &Tensor, g: Option<&Tensor>, opts: &AttnOptions) -> (AttnOutput, AttnOutput) {
+fn run_both(
+    kind: Kind,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    opts: &AttnOptions,
+) -> (AttnOutput, AttnOutput) {
     match kind {
         Kind::Linear | Kind::LinearNormalized => {
             (linear_attn_reference(q, k, v, opts).unwrap(), linear_attn(q, k, v, opts).unwrap())
@@ -53,7 +62,9 @@ fn check_case(kind: Kind, b: usize, t: usize, h: usize, kd: usize, vd: usize, ch
     let normalize = matches!(kind, Kind::LinearNormalized);
     // Normalized attention needs positive scores to be well conditioned: use |k|, |q|.
     let (q, k) = if normalize {
-        let abs = |x: &Tensor| Tensor::from_vec(common::f32s(x).iter().map(|v| v.abs() + 0.05).collect(), x.dims().to_vec()).unwrap();
+        let abs = |x: &Tensor| {
+            Tensor::from_vec(common::f32s(x).iter().map(|v| v.abs() + 0.05).collect(), x.dims().to_vec()).unwrap()
+        };
         (abs(&q), abs(&k))
     } else {
         (q, k)

@@ -32,11 +32,17 @@ fn shape_errors_name_both_shapes() {
     expect_err(simple_gla(&q, &q, &v, &t(&mut r, &[4]), &o), &["`g`", "[4]", "[3]"]);
     expect_err(gla(&q, &q, &v, &t(&mut r, &[2, 5, 3]), &o), &["`g`", "[2, 5, 3, 8]"]);
     let bad_state = LinearState { kv: Tensor::zeros([2, 3, 8, 5], DType::F32, &Device::Cpu).unwrap(), z: None };
-    expect_err(linear_attn(&q, &q, &v, &AttnOptions { initial_state: Some(&bad_state), ..o }), &["initial_state.kv", "[2, 3, 8, 5]", "[2, 3, 8, 4]"]);
+    expect_err(
+        linear_attn(&q, &q, &v, &AttnOptions { initial_state: Some(&bad_state), ..o }),
+        &["initial_state.kv", "[2, 3, 8, 5]", "[2, 3, 8, 4]"],
+    );
     let w = t(&mut r, &[3, 7, 4]);
     expect_err(linear_attn(&q, &q, &v, &AttnOptions { q_feature_map: Some(&w), ..o }), &["q_feature_map", "[3, 7, 4]"]);
     let wq = t(&mut r, &[3, 8, 3]);
-    expect_err(linear_attn(&q, &q, &v, &AttnOptions { q_feature_map: Some(&wq), ..o }), &["mapped query dim 6", "key dim 8"]);
+    expect_err(
+        linear_attn(&q, &q, &v, &AttnOptions { q_feature_map: Some(&wq), ..o }),
+        &["mapped query dim 6", "key dim 8"],
+    );
     expect_err(hedgehog_feature_map(&q, &w), &["weight", "[3, 7, 4]"]);
 }
 
@@ -94,7 +100,10 @@ fn dtype_and_state_mismatches() {
     let st = LinearState { kv: Tensor::zeros([1, 1, 4, 4], DType::F32, &Device::Cpu).unwrap(), z: Some(z) };
     expect_err(linear_attn(&q, &q, &q, &AttnOptions { initial_state: Some(&st), ..o }), &["normalize is off"]);
     let kv16 = LinearState { kv: Tensor::zeros([1, 1, 4, 4], DType::F16, &Device::Cpu).unwrap(), z: None };
-    expect_err(linear_attn(&q, &q, &q, &AttnOptions { initial_state: Some(&kv16), ..o }), &["initial_state.kv must be f32"]);
+    expect_err(
+        linear_attn(&q, &q, &q, &AttnOptions { initial_state: Some(&kv16), ..o }),
+        &["initial_state.kv must be f32"],
+    );
     // Decode steps.
     let q3 = t(&mut r, &[1, 1, 4]);
     expect_err(linear_attn_step(&q, &q3, &q3, None, &o), &["`q`", "[N, H, K]", "[1, 4, 1, 4]"]);

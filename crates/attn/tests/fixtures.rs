@@ -40,7 +40,8 @@ fn load(name: &str) -> (BTreeMap<String, Tensor>, String, bool) {
 
 fn check_fixture(name: &str, tol: f64, chunk: Option<i64>) {
     let (all, op, normalize) = load(name);
-    let mut inputs: BTreeMap<String, Tensor> = all.iter().filter(|(k, _)| !OUTPUTS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut inputs: BTreeMap<String, Tensor> =
+        all.iter().filter(|(k, _)| !OUTPUTS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
     if normalize {
         inputs.insert("normalize".into(), Tensor::from_vec(vec![1.0f32], Vec::<usize>::new()).unwrap());
     }
@@ -54,7 +55,8 @@ fn check_fixture(name: &str, tol: f64, chunk: Option<i64>) {
             if let Some(want) = all.get(key) {
                 let got = out.get(key).unwrap_or_else(|| panic!("{name} / {variant}: no output `{key}`"));
                 assert_eq!(want.dims(), got.dims(), "{name} / {variant}: `{key}` shape");
-                check_close(&format!("{name} / {variant} / {key}"), &common::f32s(want), &common::f32s(got), tol).unwrap();
+                check_close(&format!("{name} / {variant} / {key}"), &common::f32s(want), &common::f32s(got), tol)
+                    .unwrap();
                 checked += 1;
             }
         }

@@ -28,7 +28,11 @@ fn inputs_with(kind: Kind, b: usize, t: usize, h: usize, kd: usize, vd: usize, s
     let mut rng = Rng::new(seed);
     let qk = |rng: &mut Rng| {
         let x = rng.tensor(&[b, t, h, kd], 1.0, DType::F32);
-        if positive { Tensor::from_vec(f32s(&x).iter().map(|x| x.abs() + 0.05).collect(), [b, t, h, kd]).unwrap() } else { x }
+        if positive {
+            Tensor::from_vec(f32s(&x).iter().map(|x| x.abs() + 0.05).collect(), [b, t, h, kd]).unwrap()
+        } else {
+            x
+        }
     };
     let q = qk(&mut rng);
     let k = qk(&mut rng);
@@ -81,7 +85,12 @@ fn prefill_then_decode_equals_full_sequence() {
                     Kind::Gla => gla_step(&q, &k, &v, g.as_ref().unwrap(), Some(&state), &opts).unwrap(),
                 };
                 assert_eq!(step.output.dims(), &[b, h, vd]);
-                assert_close(&format!("{kind:?} norm={normalize} step {i}"), &token(&full.output, i), &step.output, 1e-5);
+                assert_close(
+                    &format!("{kind:?} norm={normalize} step {i}"),
+                    &token(&full.output, i),
+                    &step.output,
+                    1e-5,
+                );
                 state = step.final_state;
             }
             assert_close(&format!("{kind:?} final state"), &full.final_state.kv, &state.kv, 1e-5);
@@ -93,7 +102,15 @@ fn prefill_then_decode_equals_full_sequence() {
 fn decode_from_no_state_equals_first_token() {
     let x = inputs(Kind::SimpleGla, 2, 1, 2, 16, 8, 5);
     let full = prefill(Kind::SimpleGla, &x, &AttnOptions::default());
-    let step = simple_gla_step(&token(&x.q, 0), &token(&x.k, 0), &token(&x.v, 0), &token(x.g.as_ref().unwrap(), 0), None, &AttnOptions::default()).unwrap();
+    let step = simple_gla_step(
+        &token(&x.q, 0),
+        &token(&x.k, 0),
+        &token(&x.v, 0),
+        &token(x.g.as_ref().unwrap(), 0),
+        None,
+        &AttnOptions::default(),
+    )
+    .unwrap();
     assert_close("first token", &token(&full.output, 0), &step.output, 1e-6);
 }
 
@@ -113,7 +130,12 @@ fn varlen_equals_each_sequence_alone() {
                 vec![0.0f32; per_state]
             } else {
                 let alone = prefill(kind, &sub(&x, s, e), &AttnOptions { chunk_size: 32, ..Default::default() });
-                assert_close(&format!("{kind:?} seq {n} output"), &alone.output, &slice_tokens(&packed.output, s, e), 1e-6);
+                assert_close(
+                    &format!("{kind:?} seq {n} output"),
+                    &alone.output,
+                    &slice_tokens(&packed.output, s, e),
+                    1e-6,
+                );
                 f32s(&alone.final_state.kv)
             };
             let got = &states[n * per_state..(n + 1) * per_state];
@@ -130,7 +152,8 @@ fn handing_on_the_state_equals_one_long_run() {
             let opts = AttnOptions { normalize, ..Default::default() };
             let full = prefill(kind, &x, &opts);
             let first = prefill(kind, &sub(&x, 0, 77), &opts);
-            let second = prefill(kind, &sub(&x, 77, 150), &AttnOptions { initial_state: Some(&first.final_state), ..opts });
+            let second =
+                prefill(kind, &sub(&x, 77, 150), &AttnOptions { initial_state: Some(&first.final_state), ..opts });
             assert_close(&format!("{kind:?} second half"), &slice_tokens(&full.output, 77, 150), &second.output, 1e-5);
             assert_close(&format!("{kind:?} state"), &full.final_state.kv, &second.final_state.kv, 1e-5);
         }

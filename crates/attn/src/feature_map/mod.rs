@@ -33,7 +33,13 @@ pub struct FeatureMap {
 impl FeatureMap {
     /// Validates `weights` as `[heads, in_dim, F]` with `2F <= 256` and finite values.
     /// `name` is the tensor's name in error messages.
-    pub fn from_tensor(op: &'static str, name: &str, weights: &Tensor, heads: usize, in_dim: usize) -> Result<FeatureMap> {
+    pub fn from_tensor(
+        op: &'static str,
+        name: &str,
+        weights: &Tensor,
+        heads: usize,
+        in_dim: usize,
+    ) -> Result<FeatureMap> {
         let dims = weights.dims();
         if dims.len() != 3 || dims[0] != heads || dims[1] != in_dim {
             return Err(Error::invalid(format!(
@@ -120,7 +126,10 @@ fn validate(op: &'static str, x: &Tensor, weights: &Tensor) -> Result<(usize, Fe
     }
     let (heads, in_dim) = (dims[2], dims[3]);
     if in_dim == 0 || in_dim > MAX_HEAD_DIM {
-        return Err(Error::invalid(format!("{op}: head dim D = {in_dim} of x {} must be in 1..={MAX_HEAD_DIM}", x.shape())));
+        return Err(Error::invalid(format!(
+            "{op}: head dim D = {in_dim} of x {} must be in 1..={MAX_HEAD_DIM}",
+            x.shape()
+        )));
     }
     let map = FeatureMap::from_tensor(op, "weight", weights, heads, in_dim)?;
     x.check_finite(op, "x")?;

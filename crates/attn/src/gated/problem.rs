@@ -64,7 +64,11 @@ pub(crate) struct Problem<'a> {
 
 /// A tensor's values as f32 on the host, borrowed when it already is an f32 CPU tensor.
 pub(crate) fn host_f32(t: &Tensor) -> Result<Cow<'_, [f32]>> {
-    if t.dtype() == DType::F32 && t.is_cpu() { Ok(Cow::Borrowed(t.as_slice::<f32>()?)) } else { Ok(Cow::Owned(t.to_f32_vec()?)) }
+    if t.dtype() == DType::F32 && t.is_cpu() {
+        Ok(Cow::Borrowed(t.as_slice::<f32>()?))
+    } else {
+        Ok(Cow::Owned(t.to_f32_vec()?))
+    }
 }
 
 /// Fails unless `t` has exactly `want` as shape; the message names the tensor, its

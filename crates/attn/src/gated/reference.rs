@@ -57,11 +57,7 @@ pub(crate) fn run(p: &Problem) -> (Vec<f32>, Vec<Vec<f32>>) {
                     }
                     z[r] = decay * z[r] + kt[r];
                 }
-                let denom = if p.normalize {
-                    (0..kd).map(|r| qt[r] * z[r]).sum::<f64>() + p.eps as f64
-                } else {
-                    1.0
-                };
+                let denom = if p.normalize { (0..kd).map(|r| qt[r] * z[r]).sum::<f64>() + p.eps as f64 } else { 1.0 };
                 for j in 0..vd {
                     let o: f64 = (0..kd).map(|r| qt[r] * s[r * vd + j]).sum();
                     out[d.v_index(span.row, t, h, j)] = (o / denom) as f32;

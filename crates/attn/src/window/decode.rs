@@ -55,7 +55,8 @@ pub fn window_linear_step(
         t.check_finite(OP, name)?;
     }
     expect_shape(OP, "state.tokens_seen", &state.tokens_seen, &[n], "[N]")?;
-    let seen = state.tokens_seen.to_vec::<i64>().map_err(|e| Error::invalid(format!("{OP}: state.tokens_seen: {e}")))?;
+    let seen =
+        state.tokens_seen.to_vec::<i64>().map_err(|e| Error::invalid(format!("{OP}: state.tokens_seen: {e}")))?;
     if let Some(i) = seen.iter().position(|&s| s < 0) {
         return Err(Error::invalid(format!("{OP}: state.tokens_seen[{i}] = {} is negative", seen[i])));
     }

@@ -35,8 +35,8 @@ use linattn_tensor::{DType, Device, Error, Result, Tensor};
 
 pub use decode::window_linear_step;
 
-use crate::gated::problem::{GateInput, Problem, expect_shape};
 use crate::gated::Engine;
+use crate::gated::problem::{GateInput, Problem, expect_shape};
 use crate::options::{AttnOptions, DEFAULT_CHUNK_SIZE, LinearState};
 
 /// Window length W when none is given (LoLCATs).

@@ -5,19 +5,19 @@
 //! ```text
 //! S_t = S_{t-1} + k_t v_t^T                  S_0 = initial state (zero if absent)
 //! o_t = s q_t^T S_t                          (plain)
-//! o_t = s q_t^T S_t / (s q_t^T z_t + eps)    (normalized, z_t = sum_{tau<=t} k_tau, z_0 = 0)
+//! o_t = s q_t^T S_t / (s q_t^T z_t + eps)    (normalized, z_t = z_{t-1} + k_t, z_0 = initial normalizer)
 //! ```
-//! Gradients, with `dS_t` = dL/dS_t (`dS_T` the given final-state gradient) and, when
-//! normalized, `d_t = s q_t^T z_t + eps`, `du_t = do_t / d_t`, `dd_t = -(do_t . o_t) / d_t`:
+//! Gradients (tokens t = 1..T; when normalized `d_t = s q_t^T z_t + eps`,
+//! `du_t = do_t / d_t`, `dd_t = -(do_t . o_t) / d_t`; otherwise `du_t = do_t`, `dd_t = 0`):
 //! ```text
-//! dS_{t-1} = dS_t + s q_t du_t^T  (accumulated backward)
-//! dq_t = s S_t du_t + s z_t dd_t
-//! dk_t = dS_t v_t + s sum_{tau>=t} q_tau dd_tau
-//! dv_t = dS_t^T k_t
-//! dS_0 = d(initial state)
+//! G_t  = G_{t+1} + s q_t du_t^T     G_{T+1} = dL/dS_T (given)   G_t = dL/dS_t in total
+//! H_t  = H_{t+1} + s q_t dd_t       H_{T+1} = dL/dz_T (given)
+//! dq_t = s S_t du_t + s z_t dd_t    dk_t = G_t v_t + H_t        dv_t = G_t^T k_t
+//! d(initial state) = G_1            d(initial normalizer) = H_1
 //! ```
-//! (`dS_t` here includes the query term of step t.) [`reference`] runs this recurrence
-//! in f64; [`chunked`] uses the chunked form of `docs/kernels-backward.md` in f32.
+//! [`reference`] runs this recurrence in f64; [`chunked`] uses the chunked form of
+//! `docs/kernels-backward.md` in f32. The normalizer is carried as a ones column of
+//! the values (its state row is z), so both variants share the gated cores.
 
 use linattn_tensor::Result;
 

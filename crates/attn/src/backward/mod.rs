@@ -17,6 +17,11 @@
 //!   composition with (normalized) linear attention.
 //! - [`window`]: the LoLCATs sliding-window + linear hybrid.
 //!
+//! Upstream gradients come as an [`Upstream`]: dL/do, and optionally dL/d(final state)
+//! and, for normalized ops, dL/d(final normalizer). The gated ops may be normalized
+//! (`o_t / (s q_t^T z_t + eps)`, `z_t = diag(e^{a_t}) z_{t-1} + k_t`, as the forward
+//! ops): z is then carried as one more value column of ones, so one core serves both.
+//!
 //! The three gated ops share one reverse recurrence (`recurrent`) and one chunked core
 //! (`chunk`); `docs/kernels-backward.md` derives the chunked gradient forms.
 

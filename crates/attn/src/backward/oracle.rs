@@ -129,7 +129,7 @@ pub fn gated_forward(x: &OracleGated) -> Result<OracleGatedOutput> {
 pub fn feature_map(x: &[f64], w: &[f64], heads: usize, in_dim: usize, feature_dim: usize) -> Result<Vec<f64>> {
     let (h, d, f) = (heads, in_dim, feature_dim);
     check("w", w.len(), h * d * f)?;
-    if h * d == 0 || x.len() % (h * d) != 0 {
+    if h * d == 0 || !x.len().is_multiple_of(h * d) {
         return Err(Error::invalid(format!("oracle: `x` length {} is not a multiple of H * D = {}", x.len(), h * d)));
     }
     let mut out = Vec::with_capacity(x.len() / d * 2 * f);
@@ -174,8 +174,8 @@ pub fn window_linear_forward(
     let f2 = 2 * feature_dim;
     let mut y = vec![0.0; tokens * vd];
     for span in &spans {
-        for head in 0..h {
-            let g = 1.0 / (1.0 + (-window_logit[head]).exp());
+        for (head, &logit) in window_logit.iter().enumerate() {
+            let g = 1.0 / (1.0 + (-logit).exp());
             let tok = |t: usize| (span.row * dims.seq_len + t) * h + head;
             for n in span.start..span.end {
                 let tn = tok(n);

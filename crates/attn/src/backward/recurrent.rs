@@ -108,8 +108,8 @@ pub(crate) fn backward(l: &Local, scale: f32) -> LocalGrads {
             0 => {}
             1 => g.dg[t] = da.iter().sum::<f64>() as f32,
             _ => {
-                for i in 0..kd {
-                    g.dg[t * kd + i] = da[i] as f32;
+                for (dst, &x) in g.dg[t * kd..(t + 1) * kd].iter_mut().zip(&da) {
+                    *dst = x as f32;
                 }
             }
         }

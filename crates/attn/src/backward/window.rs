@@ -20,12 +20,13 @@
 //! db_nm = dN . v_m + dD    dphi_q(q_n) += db_nm phi_k(k_m)   dphi_k(k_m) += db_nm phi_q(q_n)
 //! dv_m += b_nm dN_n,       then the feature-map backward gives dq, dk, dW_q, dW_k.
 //! ```
-//! [`reference`] evaluates these sums pair by pair in f64. [`chunked`] computes the
-//! window band per query in f32 and the linear part as chunked linear attention
-//! (scale 1) with keys and values delayed by W tokens and values augmented by a
-//! column of ones (`[v, 1]`: numerator and denominator in one pass), whose backward is
-//! the chunked core of the gated ops. The denominator is at least g > 0 (the arg-max
-//! term), so no eps is needed.
+//! [`reference`] evaluates every sum pair by pair in f64 (the linear part too,
+//! `O(T^2)`). [`chunked`] evaluates the linear part as chunked linear attention in f32
+//! (scale 1) with keys and values delayed by W tokens and values augmented by a column
+//! of ones (`[v, 1]`: numerator and denominator in one pass), forward and backward
+//! through the chunked core of the gated ops; the window band (`O(T W K)`) is the same
+//! per-query code as the reference (scores and its backward in f64, `N`, `D` summed in
+//! f32). The denominator is at least g > 0 (the arg-max term), so no eps is needed.
 
 use linattn_tensor::{Error, Result};
 use rayon::prelude::*;
@@ -379,9 +380,9 @@ pub fn reference(inputs: &WindowLinearBackwardInputs, d_out: &[f32]) -> Result<W
     run(inputs, d_out, false, reference_local)
 }
 
-/// Chunked backward: window band per query (f32 accumulation of the band sums), linear
-/// part as chunked linear attention with chunks of `chunk_size`; rayon over
-/// sequences x heads.
+/// Chunked backward: linear part as chunked linear attention (f32, chunks of
+/// `chunk_size`), window band per query; rayon over sequences x heads.
+/// `d_out` is dL/dy `[B, T, H, V]`.
 pub fn chunked(inputs: &WindowLinearBackwardInputs, d_out: &[f32], chunk_size: usize) -> Result<WindowLinearGrads> {
     check_chunk("window_linear backward", chunk_size)?;
     run(inputs, d_out, true, |l| chunked_local(l, chunk_size))

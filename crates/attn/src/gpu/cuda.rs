@@ -1,0 +1,1 @@
+//! CUDA launches of the gated linear-attention kernels (not yet written).

@@ -1,0 +1,245 @@
+//! WebGPU launches of the gated linear-attention kernels (`kernels/wgsl/attn/`).
+//!
+//! - [`chunk_forward`] (and the wrappers [`linear_attn_forward`], [`simple_gla_forward`],
+//!   [`gla_forward`]): `attn/chunk_fwd.wgsl`, one 256-invocation workgroup per
+//!   (sequence, head, 16-column value tile), chunks walked in order with the f32 state
+//!   slice carried in the final-state buffer.
+//! - [`decode_step`]: `attn/decode_step.wgsl`, one invocation per state column.
+//!
+//! Inputs are f32, f16 or bf16 (`DTYPE` override), gates f32/f16/bf16 (`GATE_DTYPE`);
+//! outputs are fresh zero-filled buffers (16-bit outputs are OR-ed into words).
+//! Uniform params are packed little-endian u32/f32 words matching the WGSL structs.
+
+use linattn_tensor::wgpu::{Binding, Launch, WgpuBuffer, WgpuDevice, WgslModule, Workgroups, tensor_buffer};
+use linattn_tensor::{DType, Device, Error, Result, Tensor};
+
+use super::{Gate, prefill_sizes, step_sizes};
+
+/// `kernels/wgsl/attn/chunk_fwd.wgsl`.
+pub static ATTN_CHUNK_FWD: WgslModule =
+    WgslModule { name: "attn/chunk_fwd.wgsl", source: include_str!("../../../../kernels/wgsl/attn/chunk_fwd.wgsl") };
+
+/// `kernels/wgsl/attn/decode_step.wgsl`.
+pub static ATTN_DECODE_STEP: WgslModule = WgslModule {
+    name: "attn/decode_step.wgsl",
+    source: include_str!("../../../../kernels/wgsl/attn/decode_step.wgsl"),
+};
+
+/// Every WGSL module of this crate.
+pub static ATTN_MODULES: &[&WgslModule] = &[&ATTN_CHUNK_FWD, &ATTN_DECODE_STEP];
+
+/// Value columns per workgroup of `chunk_fwd` (`BV` in the shader).
+const CHUNK_VALUE_TILE: usize = 16;
+/// Workgroup memory of `chunk_fwd` in bytes (see the shader header).
+const CHUNK_WORKGROUP_BYTES: u32 = 6848 * 4;
+/// Invocations per workgroup of `decode_step`.
+const STEP_WORKGROUP: u64 = 64;
+
+fn device_of(op: &str, t: &Tensor) -> Result<WgpuDevice> {
+    match t.device() {
+        Device::Wgpu(d) => Ok(d),
+        other => Err(Error::invalid(format!("{op}: expected tensors on wgpu, got one on {other}"))),
+    }
+}
+
+fn dtype_code(op: &'static str, dtype: DType) -> Result<f64> {
+    linattn_tensor::wgpu::ops::dtype_code(op, dtype)
+}
+
+fn words(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// The gate's buffer and `GATE_DTYPE`, or a 4-byte dummy (never read) without gates.
+fn gate_binding(op: &'static str, device: &WgpuDevice, gate: &Gate) -> Result<(Option<WgpuBuffer>, f64)> {
+    match gate.tensor() {
+        None => Ok((Some(device.alloc_zeroed(4)?), 0.0)),
+        Some(g) => Ok((None, dtype_code(op, g.dtype())?)),
+    }
+}
+
+/// Chunked forward of gated linear attention on WebGPU.
+///
+/// q, k `[B, T, H, K]`, v `[B, T, H, V]` (f32/f16/bf16, one dtype), `gate` per
+/// [`Gate`], optional f32 `initial_state [N, H, K, V]`, optional `cu_seqlens` (B = 1),
+/// `scale` applied to q, `chunk` in {16, 32, 64}. Returns the output `[B, T, H, V]` in
+/// the dtype of q and the final state `[N, H, K, V]` f32.
+#[allow(clippy::too_many_arguments)]
+pub fn chunk_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    gate: Gate,
+    initial_state: Option<&Tensor>,
+    cu_seqlens: Option<&[usize]>,
+    scale: f32,
+    chunk: usize,
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "wgpu chunk_fwd";
+    let sizes = prefill_sizes(OP, q, k, v, &gate, initial_state, cu_seqlens, chunk)?;
+    let device = device_of(OP, q)?;
+    let limit = device.limits().max_compute_workgroup_storage_size;
+    if limit < CHUNK_WORKGROUP_BYTES {
+        return Err(Error::invalid(format!(
+            "{OP}: the kernel needs {CHUNK_WORKGROUP_BYTES} bytes of workgroup memory; this device allows {limit} \
+             (max_compute_workgroup_storage_size)"
+        )));
+    }
+    let n = sizes.sequences();
+    let (h, kd, vd) = (sizes.heads, sizes.key_dim, sizes.value_dim);
+    let out = device.zeros_tensor([sizes.batch, sizes.seq_len, h, vd], q.dtype())?;
+    let state = device.zeros_tensor([n, h, kd, vd], DType::F32)?;
+    if n * h == 0 {
+        return Ok((out, state));
+    }
+    let v_tiles = vd.div_ceil(CHUNK_VALUE_TILE);
+    let bounds = device.upload(&words(&sizes.bounds))?;
+    let (dummy_gate, gate_dtype) = gate_binding(OP, &device, &gate)?;
+    let dummy_init = if initial_state.is_none() { Some(device.alloc_zeroed(4)?) } else { None };
+    let gate_buffer = match (&dummy_gate, gate.tensor()) {
+        (Some(d), _) => d,
+        (None, Some(g)) => tensor_buffer(g, "g")?,
+        (None, None) => unreachable!("gate_binding returns a dummy without gates"),
+    };
+    let init_buffer = match (&dummy_init, initial_state) {
+        (Some(d), _) => d,
+        (None, Some(s)) => tensor_buffer(s, "initial_state")?,
+        (None, None) => unreachable!("dummy allocated without an initial state"),
+    };
+    let rows = sizes.batch * sizes.seq_len;
+    let params = words(&[
+        h as u32,
+        kd as u32,
+        vd as u32,
+        n as u32,
+        v_tiles as u32,
+        chunk as u32,
+        rows as u32,
+        u32::from(initial_state.is_some()),
+        scale.to_bits(),
+        0,
+        0,
+        0,
+    ]);
+    device.launch(&Launch {
+        module: &ATTN_CHUNK_FWD,
+        entry: "chunk_fwd",
+        constants: &[
+            ("DTYPE", dtype_code(OP, q.dtype())?),
+            ("GATE_MODE", f64::from(gate.mode())),
+            ("GATE_DTYPE", gate_dtype),
+        ],
+        bindings: &[
+            Binding::read(tensor_buffer(q, "q")?),
+            Binding::read(tensor_buffer(k, "k")?),
+            Binding::read(tensor_buffer(v, "v")?),
+            Binding::read(gate_buffer),
+            Binding::read(init_buffer),
+            Binding::read(&bounds),
+            Binding::read_write(tensor_buffer(&out, "output")?),
+            Binding::read_write(tensor_buffer(&state, "final state")?),
+        ],
+        params: &params,
+        workgroups: Workgroups::Linear((n * h * v_tiles) as u64),
+    })?;
+    Ok((out, state))
+}
+
+/// Plain linear attention (no decay); see [`chunk_forward`].
+pub fn linear_attn_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    initial_state: Option<&Tensor>,
+    cu_seqlens: Option<&[usize]>,
+    scale: f32,
+    chunk: usize,
+) -> Result<(Tensor, Tensor)> {
+    chunk_forward(q, k, v, Gate::None, initial_state, cu_seqlens, scale, chunk)
+}
+
+/// Simple GLA: `g` is `[B, T, H]` per token, `[H]` per head (RetNet), or `None`
+/// (plain linear attention); see [`chunk_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn simple_gla_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    initial_state: Option<&Tensor>,
+    cu_seqlens: Option<&[usize]>,
+    scale: f32,
+    chunk: usize,
+) -> Result<(Tensor, Tensor)> {
+    let gate = match g {
+        None => Gate::None,
+        Some(g) if g.rank() == 1 => Gate::PerHead(g),
+        Some(g) => Gate::PerToken(g),
+    };
+    chunk_forward(q, k, v, gate, initial_state, cu_seqlens, scale, chunk)
+}
+
+/// GLA with per-key-dim log-decays `g [B, T, H, K]`; see [`chunk_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn gla_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    initial_state: Option<&Tensor>,
+    cu_seqlens: Option<&[usize]>,
+    scale: f32,
+    chunk: usize,
+) -> Result<(Tensor, Tensor)> {
+    chunk_forward(q, k, v, Gate::PerKey(g), initial_state, cu_seqlens, scale, chunk)
+}
+
+/// One decode step: q, k `[N, H, K]`, v `[N, H, V]`, `gate` (`PerToken` is `[N, H]`,
+/// `PerKey` `[N, H, K]`), f32 `state [N, H, K, V]` (not modified). Returns the output
+/// `[N, H, V]` in the dtype of q and the new state `[N, H, K, V]` f32.
+pub fn decode_step(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    gate: Gate,
+    state: &Tensor,
+    scale: f32,
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "wgpu decode_step";
+    let (n, h, kd, vd) = step_sizes(OP, q, k, v, &gate, state)?;
+    let device = device_of(OP, q)?;
+    let out = device.zeros_tensor([n, h, vd], q.dtype())?;
+    let new_state = device.zeros_tensor([n, h, kd, vd], DType::F32)?;
+    let columns = (n * h * vd) as u64;
+    if columns == 0 {
+        return Ok((out, new_state));
+    }
+    let (dummy_gate, gate_dtype) = gate_binding(OP, &device, &gate)?;
+    let gate_buffer = match (&dummy_gate, gate.tensor()) {
+        (Some(d), _) => d,
+        (None, Some(g)) => tensor_buffer(g, "g")?,
+        (None, None) => unreachable!("gate_binding returns a dummy without gates"),
+    };
+    let params = words(&[n as u32, h as u32, kd as u32, vd as u32, scale.to_bits(), 0, 0, 0]);
+    device.launch(&Launch {
+        module: &ATTN_DECODE_STEP,
+        entry: "decode_step",
+        constants: &[
+            ("DTYPE", dtype_code(OP, q.dtype())?),
+            ("GATE_MODE", f64::from(gate.mode())),
+            ("GATE_DTYPE", gate_dtype),
+        ],
+        bindings: &[
+            Binding::read(tensor_buffer(q, "q")?),
+            Binding::read(tensor_buffer(k, "k")?),
+            Binding::read(tensor_buffer(v, "v")?),
+            Binding::read(gate_buffer),
+            Binding::read(tensor_buffer(state, "state")?),
+            Binding::read_write(tensor_buffer(&out, "output")?),
+            Binding::read_write(tensor_buffer(&new_state, "new state")?),
+        ],
+        params: &params,
+        workgroups: Workgroups::Linear(columns.div_ceil(STEP_WORKGROUP)),
+    })?;
+    Ok((out, new_state))
+}

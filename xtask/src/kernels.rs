@@ -11,9 +11,13 @@
 //! PTX edited by hand; when NVRTC is available and is the MANIFEST's version it also
 //! recompiles in memory and compares bytes. Then the same ptxas checks.
 //!
+//! `--emulate`: runs the kernels on the CPU through a C++ shim (see `emulate`), checking
+//! them against double-precision references without a GPU.
+//!
 //! Failures: any NVRTC or ptxas error, and spills in a kernel not listed in
 //! `kernels/cuda/allow-spills.txt`. Toolchain discovery is in `toolchain`.
 
+mod emulate;
 mod nvrtc;
 mod ptxas;
 mod sources;
@@ -25,17 +29,20 @@ use std::time::Instant;
 
 use sources::{KernelOutput, Manifest};
 
-const USAGE: &str = "usage: cargo xtask kernels [--check]\n\
+const USAGE: &str = "usage: cargo xtask kernels [--check] [--emulate]\n\
   (no flag)  compile kernels/cuda/**/*.cu to kernels/ptx with NVRTC, write the MANIFEST, run ptxas\n\
   --check    fail if the committed PTX or MANIFEST is stale; run the ptxas checks\n\
+  --emulate  also run the kernels on the CPU (C++20 compiler: $CXX or c++) against references\n\
 environment: CUDA_HOME / CUDA_PATH (toolkit), LINATTN_NVRTC (libnvrtc.so path), LINATTN_PTXAS,\n\
   LINATTN_KERNELS_OFFLINE=1 (never fetch the pinned NVIDIA wheels with pip)";
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut check = false;
+    let mut emulate_kernels = false;
     for arg in args {
         match arg.as_str() {
             "--check" => check = true,
+            "--emulate" => emulate_kernels = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -50,6 +57,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         run_check(&root, &outputs)?
     } else {
         run_build(&root, &outputs)?
+    }
+    if emulate_kernels {
+        emulate::run(&root)?;
     }
     println!("kernels: {} PTX file(s) ok in {:.1}s", outputs.len(), started.elapsed().as_secs_f64());
     Ok(())

@@ -46,6 +46,22 @@ __device__ __forceinline__ lat_bf16 lat_f32_to_bf16(float f) {
     return out;
 }
 
+#ifdef LINATTN_HOST_EMULATION
+// Host emulation (`cargo xtask kernels --emulate`, g++ on x86-64): _Float16 converts with
+// the same round-to-nearest-even as cvt.rn.f16.f32.
+__device__ __forceinline__ float lat_f16_to_f32(lat_f16 v) {
+    _Float16 h;
+    __builtin_memcpy(&h, &v.bits, 2);
+    return (float)h;
+}
+
+__device__ __forceinline__ lat_f16 lat_f32_to_f16(float f) {
+    _Float16 h = (_Float16)f;
+    lat_f16 out;
+    __builtin_memcpy(&out.bits, &h, 2);
+    return out;
+}
+#else
 __device__ __forceinline__ float lat_f16_to_f32(lat_f16 v) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
@@ -57,6 +73,7 @@ __device__ __forceinline__ lat_f16 lat_f32_to_f16(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(out.bits) : "f"(f));
     return out;
 }
+#endif
 
 __device__ __forceinline__ float lat_to_f32(float v) { return v; }
 __device__ __forceinline__ float lat_to_f32(lat_bf16 v) { return lat_bf16_to_f32(v); }

@@ -6,6 +6,7 @@
 mod bench;
 mod conformance;
 mod devices;
+mod lora;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ enum Command {
     Devices,
     /// Run the cross-device conformance suite on one device against the CPU reference.
     Conformance(conformance::Args),
+    /// peft-compatible LoRA/DoRA adapters: merge into checkpoints, inspect, combine.
+    Lora(lora::Args),
     /// Benchmarks: print JSON lines, optionally update docs/benchmarks.md.
     Bench(bench::Args),
 }
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Devices => devices::run(),
         Command::Conformance(args) => conformance::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Lora(args) => lora::run(&args),
     };
     match result {
         Ok(code) => code,

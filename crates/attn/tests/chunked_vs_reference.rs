@@ -53,6 +53,7 @@ fn gates(rng: &mut Rng, kind: Kind, b: usize, t: usize, h: usize, kd: usize) -> 
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_case(kind: Kind, b: usize, t: usize, h: usize, kd: usize, vd: usize, chunk: usize, seed: u64) {
     let mut rng = Rng::new(seed);
     let q = rng.tensor(&[b, t, h, kd], 1.0, DType::F32);

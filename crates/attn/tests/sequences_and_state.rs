@@ -24,6 +24,7 @@ struct Inputs {
 
 /// Random inputs; with `positive` q and k are > 0 so that normalized attention's
 /// denominators stay away from zero (otherwise the comparison measures conditioning).
+#[allow(clippy::too_many_arguments)]
 fn inputs_with(kind: Kind, b: usize, t: usize, h: usize, kd: usize, vd: usize, seed: u64, positive: bool) -> Inputs {
     let mut rng = Rng::new(seed);
     let qk = |rng: &mut Rng| {

@@ -12,9 +12,11 @@
 //! index with `linear_workgroup(workgroup_id, num_workgroups)` and must skip indices
 //! past the count, since x * y may exceed it. [`Workgroups::Grid`] dispatches as given.
 //!
+//! `launch` submits one dispatch; `launch_all` encodes several in order into one command
+//! buffer (each sees the writes of the previous ones) and submits once.
 //! Also here: making tensors from buffers and getting a tensor's buffer back.
 
-use super::pipeline::WgslModule;
+use super::pipeline::{CachedPipeline, WgslModule};
 use super::{WgpuBuffer, WgpuDevice};
 use crate::device::Device;
 use crate::dtype::DType;
@@ -87,8 +89,80 @@ impl WgpuDevice {
     /// Binds, dispatches and submits one kernel (does not wait; downloads and
     /// [`WgpuDevice::synchronize`] do).
     pub fn launch(&self, launch: &Launch<'_>) -> Result<()> {
-        let grid = match launch.workgroups {
-            Workgroups::Linear(count) => self.split_workgroups(count)?,
+        self.launch_all(std::slice::from_ref(launch))
+    }
+
+    /// Encodes several kernels, in order, into one command buffer and submits it once.
+    /// Each dispatch sees the writes of the ones before it. Nothing is submitted when any
+    /// launch is invalid.
+    pub fn launch_all(&self, launches: &[Launch<'_>]) -> Result<()> {
+        let prepared: Vec<(&Launch<'_>, [u32; 3], std::sync::Arc<CachedPipeline>)> = launches
+            .iter()
+            .map(|launch| Ok((launch, self.launch_grid(launch)?, self.launch_pipeline(launch)?)))
+            .collect::<Result<_>>()?;
+        let what = match launches {
+            [one] => format!("dispatch {}::{}", one.module.name, one.entry),
+            _ => format!("{} dispatches starting with {:?}", launches.len(), launches.first().map(|l| l.entry)),
+        };
+        let device = &self.inner.device;
+        self.scoped(&what, || {
+            let mut encoder = device.create_command_encoder(&::wgpu::CommandEncoderDescriptor { label: Some(&what) });
+            for (launch, grid, cached) in &prepared {
+                if grid.contains(&0) {
+                    continue;
+                }
+                let _span =
+                    tracing::debug_span!("wgpu_dispatch", module = launch.module.name, entry = launch.entry, ?grid)
+                        .entered();
+                let uniform = (!launch.params.is_empty()).then(|| {
+                    let params = padded_params(launch.params);
+                    let buffer = device.create_buffer(&::wgpu::BufferDescriptor {
+                        label: Some("linattn params"),
+                        size: params.len() as u64,
+                        usage: ::wgpu::BufferUsages::UNIFORM | ::wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    });
+                    // Queue writes land before the submission below.
+                    self.inner.queue.write_buffer(&buffer, 0, &params);
+                    buffer
+                });
+                let mut entries: Vec<::wgpu::BindGroupEntry<'_>> = launch
+                    .bindings
+                    .iter()
+                    .enumerate()
+                    .map(|(index, binding)| ::wgpu::BindGroupEntry {
+                        binding: index as u32,
+                        resource: binding.buffer.raw().as_entire_binding(),
+                    })
+                    .collect();
+                if let Some(uniform) = &uniform {
+                    entries.push(::wgpu::BindGroupEntry {
+                        binding: launch.bindings.len() as u32,
+                        resource: uniform.as_entire_binding(),
+                    });
+                }
+                let bind_group = device.create_bind_group(&::wgpu::BindGroupDescriptor {
+                    label: Some(launch.module.name),
+                    layout: &cached.bind_group_layout,
+                    entries: &entries,
+                });
+                let mut pass = encoder.begin_compute_pass(&::wgpu::ComputePassDescriptor {
+                    label: Some(launch.entry),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&cached.pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+            }
+            self.inner.queue.submit([encoder.finish()]);
+        })
+    }
+
+    fn launch_grid(&self, launch: &Launch<'_>) -> Result<[u32; 3]> {
+        match launch.workgroups {
+            Workgroups::Linear(count) => self
+                .split_workgroups(count)
+                .map_err(|e| Error::Wgpu(format!("{}::{}: {e}", launch.module.name, launch.entry))),
             Workgroups::Grid(grid) => {
                 let max = self.inner.limits.max_compute_workgroups_per_dimension;
                 if grid.iter().any(|&d| d > max) {
@@ -97,11 +171,12 @@ impl WgpuDevice {
                         launch.module.name, launch.entry
                     )));
                 }
-                grid
+                Ok(grid)
             }
-        };
-        let _span =
-            tracing::debug_span!("wgpu_dispatch", module = launch.module.name, entry = launch.entry, ?grid).entered();
+        }
+    }
+
+    fn launch_pipeline(&self, launch: &Launch<'_>) -> Result<std::sync::Arc<CachedPipeline>> {
         for (index, binding) in launch.bindings.iter().enumerate() {
             if !binding.buffer.device().same_device(self) {
                 return Err(Error::DeviceMismatch {
@@ -121,58 +196,12 @@ impl WgpuDevice {
             )));
         }
         let read_only: Vec<bool> = launch.bindings.iter().map(|b| b.read_only).collect();
-        let has_params = !launch.params.is_empty();
-        let cached =
-            self.cached_pipeline(launch.module, launch.entry, launch.constants, Some((read_only, has_params)))?;
-        if grid.contains(&0) {
-            return Ok(());
-        }
-        let params = padded_params(launch.params);
-        let what = format!("dispatch {}::{} {grid:?}", launch.module.name, launch.entry);
-        let device = &self.inner.device;
-        self.scoped(&what, || {
-            let uniform = has_params.then(|| {
-                let buffer = device.create_buffer(&::wgpu::BufferDescriptor {
-                    label: Some("linattn params"),
-                    size: params.len() as u64,
-                    usage: ::wgpu::BufferUsages::UNIFORM | ::wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                self.inner.queue.write_buffer(&buffer, 0, &params);
-                buffer
-            });
-            let mut entries: Vec<::wgpu::BindGroupEntry<'_>> = launch
-                .bindings
-                .iter()
-                .enumerate()
-                .map(|(index, binding)| ::wgpu::BindGroupEntry {
-                    binding: index as u32,
-                    resource: binding.buffer.raw().as_entire_binding(),
-                })
-                .collect();
-            if let Some(uniform) = &uniform {
-                entries.push(::wgpu::BindGroupEntry {
-                    binding: launch.bindings.len() as u32,
-                    resource: uniform.as_entire_binding(),
-                });
-            }
-            let bind_group = device.create_bind_group(&::wgpu::BindGroupDescriptor {
-                label: Some(launch.module.name),
-                layout: &cached.bind_group_layout,
-                entries: &entries,
-            });
-            let mut encoder = device.create_command_encoder(&::wgpu::CommandEncoderDescriptor { label: Some(&what) });
-            {
-                let mut pass = encoder.begin_compute_pass(&::wgpu::ComputePassDescriptor {
-                    label: Some(launch.entry),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(&cached.pipeline);
-                pass.set_bind_group(0, &bind_group, &[]);
-                pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
-            }
-            self.inner.queue.submit([encoder.finish()]);
-        })
+        self.cached_pipeline(
+            launch.module,
+            launch.entry,
+            launch.constants,
+            Some((read_only, !launch.params.is_empty())),
+        )
     }
 
     /// A zero-filled tensor of `shape` and `dtype` on this device (a fresh output).

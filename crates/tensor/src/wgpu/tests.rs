@@ -247,6 +247,47 @@ fn more_rows_than_one_grid_dimension_are_split_over_y() {
     assert_close("softmax rows past 65535", DType::F32, &out, &reference::softmax_last(&xv, 2));
 }
 
+#[test]
+fn launch_all_runs_dependent_dispatches_in_order() {
+    let Some(device) = device() else { return };
+    let x: Vec<f32> = values(1000, 11);
+    let input = device.upload(bytemuck::cast_slice(&x)).unwrap();
+    let middle = device.alloc_zeroed(4000).unwrap();
+    let last = device.alloc_zeroed(4000).unwrap();
+    let params = |factor: f32| {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&1000u32.to_le_bytes());
+        bytes.extend_from_slice(&factor.to_le_bytes());
+        bytes.extend_from_slice(&[0u8; 8]);
+        bytes
+    };
+    let (double, triple) = (params(2.0), params(3.0));
+    let first = [Binding::read(&input), Binding::read_write(&middle)];
+    let second = [Binding::read(&middle), Binding::read_write(&last)];
+    let launches = [
+        Launch {
+            module: &TENSOR_SCALE,
+            entry: "scale",
+            constants: &[("DTYPE", 0.0)],
+            bindings: &first,
+            params: &double,
+            workgroups: Workgroups::Linear(4),
+        },
+        Launch {
+            module: &TENSOR_SCALE,
+            entry: "scale",
+            constants: &[("DTYPE", 0.0)],
+            bindings: &second,
+            params: &triple,
+            workgroups: Workgroups::Linear(4),
+        },
+    ];
+    device.launch_all(&launches).unwrap();
+    let got = last.download().unwrap();
+    let want: Vec<f32> = x.iter().map(|v| v * 2.0 * 3.0).collect();
+    assert_close("scale then scale", DType::F32, got.as_slice::<f32>().unwrap(), &want);
+}
+
 static BROKEN: WgslModule =
     WgslModule { name: "test/broken.wgsl", source: "@compute @workgroup_size(1)\nfn main() { let x: u32 = 1.5; }\n" };
 static BAD_IMPORT: WgslModule = WgslModule { name: "test/bad_import.wgsl", source: "//#import common/missing.wgsl\n" };

@@ -13,7 +13,7 @@
 //! dS[i,:] *= e^{g_{t,i}}
 //! ```
 //! Equivalently `dg_{t,i} = sum_{tau>=t} (q_{tau,i} dq_{tau,i} - k_{tau,i} dk_{tau,i}) +
-//! sum_j dS_T[i,j] S_T[i,j]`, evaluated chunk-locally by [`chunked`]. The chunked
+//! sum_j dS_T[i,j] S_T[i,j]`, evaluated chunk-locally by [`chunked()`]. The chunked
 //! intra-chunk decay `e^{b_{i,k} - b_{j,k}}` is formed element-wise for i >= j only,
 //! so with log-gates <= 0 no exponent is positive.
 

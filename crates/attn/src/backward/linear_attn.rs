@@ -15,7 +15,7 @@
 //! dq_t = s S_t du_t + s z_t dd_t    dk_t = G_t v_t + H_t        dv_t = G_t^T k_t
 //! d(initial state) = G_1            d(initial normalizer) = H_1
 //! ```
-//! [`reference`] runs this recurrence in f64; [`chunked`] uses the chunked form of
+//! [`reference()`] runs this recurrence in f64; [`chunked()`] uses the chunked form of
 //! `docs/kernels-backward.md` in f32. The normalizer is carried as a ones column of
 //! the values (its state row is z), so both variants share the gated cores.
 

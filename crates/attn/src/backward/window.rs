@@ -20,8 +20,8 @@
 //! db_nm = dN . v_m + dD    dphi_q(q_n) += db_nm phi_k(k_m)   dphi_k(k_m) += db_nm phi_q(q_n)
 //! dv_m += b_nm dN_n,       then the feature-map backward gives dq, dk, dW_q, dW_k.
 //! ```
-//! [`reference`] evaluates every sum pair by pair in f64 (the linear part too,
-//! `O(T^2)`). [`chunked`] evaluates the linear part as chunked linear attention in f32
+//! [`reference()`] evaluates every sum pair by pair in f64 (the linear part too,
+//! `O(T^2)`). [`chunked()`] evaluates the linear part as chunked linear attention in f32
 //! (scale 1) with keys and values delayed by W tokens and values augmented by a column
 //! of ones (`[v, 1]`: numerator and denominator in one pass), forward and backward
 //! through the chunked core of the gated ops; the window band (`O(T W K)`) is the same

@@ -73,7 +73,7 @@ impl CudaBuffer {
 
     fn typed_len<T>(&self) -> Result<usize> {
         let size = std::mem::size_of::<T>();
-        if size == 0 || self.len % size != 0 {
+        if size == 0 || !self.len.is_multiple_of(size) {
             return Err(Error::invalid(format!(
                 "a CUDA buffer of {} bytes cannot be viewed as {}-byte {} elements",
                 self.len,

@@ -58,6 +58,38 @@ mod tests {
         }
     }
 
+    /// The argument lists `ops.rs` pushes, as the Rust types it pushes, must match the
+    /// `.param` lists NVRTC emitted for every dtype (the same check runs before each launch).
+    #[test]
+    fn pushed_argument_types_match_the_ptx_params() {
+        use crate::cuda::args::{ArgShape, KernelArg};
+        use cudarc::driver::CudaSlice;
+        let ptr = <&CudaSlice<u8> as KernelArg>::SHAPE;
+        let (u32a, u64a, f32a) = (<&u32 as KernelArg>::SHAPE, <&u64 as KernelArg>::SHAPE, <&f32 as KernelArg>::SHAPE);
+        let signature = |entry: &str| -> Vec<ArgShape> {
+            if entry.starts_with("add_") || entry.starts_with("mul_") {
+                vec![ptr, ptr, ptr, u64a]
+            } else if entry.starts_with("scale_") {
+                vec![ptr, ptr, f32a, u64a]
+            } else if entry.starts_with("matmul_") {
+                vec![ptr, ptr, ptr, u32a, u32a, u32a, u32a, u64a, u32a]
+            } else if entry.starts_with("softmax_") {
+                vec![ptr, ptr, u64a, u32a]
+            } else if entry.starts_with("rms_norm_") {
+                vec![ptr, ptr, ptr, u64a, u32a, f32a]
+            } else {
+                panic!("no expected signature for {entry}")
+            }
+        };
+        for (module, entry) in launched_entries() {
+            let params = module.entry_params(&entry).unwrap_or_else(|| panic!("{entry} missing"));
+            let pushed: Vec<_> = signature(&entry).into_iter().map(Some).collect();
+            if let Err(e) = crate::cuda::args::check_args(&params, &pushed) {
+                panic!("{}::{entry}: {e}", module.name);
+            }
+        }
+    }
+
     #[test]
     fn modules_are_real_ptx_with_unique_names() {
         let mut names = std::collections::HashSet::new();

@@ -13,6 +13,7 @@
 //!   views for kernel arguments.
 //! - [`PtxModule`], [`CudaKernel`], [`KernelLaunch`] (`registry`): PTX embedded with
 //!   `include_str!` from `kernels/ptx/`, loaded once per device.
+//! - `args`: pushed kernel arguments checked against the PTX parameter list.
 //! - `launch`: grid helpers that respect gridDim limits (x < 2^31, y and z <= 65535).
 //! - `kernels`: this crate's PTX modules; `ops`: the tensor ops on CUDA.
 //!
@@ -20,6 +21,7 @@
 //! `synchronize` wait for it. Errors from the driver become [`Error::Cuda`] (with what
 //! was being done) or [`Error::Kernel`] (naming module and entry point).
 
+pub mod args;
 pub mod buffer;
 pub mod kernels;
 pub mod launch;
@@ -31,12 +33,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 
+pub use args::{ArgShape, KernelArg};
 pub use buffer::CudaBuffer;
 pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 pub use launch::{MAX_BLOCK_THREADS, MAX_GRID_X, MAX_GRID_YZ, grid_1d, grid_3d, grid_capped};
 pub use registry::{CudaKernel, KernelLaunch, PtxModule, dtype_suffix};
 
 use crate::error::{Error, Result};
+
+/// Function cache: (module name, entry name) -> function and its PTX parameter shapes.
+type FunctionCache = HashMap<(&'static str, String), (CudaFunction, Arc<[args::ArgShape]>)>;
 
 /// A handle to one CUDA GPU (cheap to clone; all clones share the context and caches).
 #[derive(Clone)]
@@ -53,8 +59,8 @@ struct DeviceInner {
     stream: Arc<CudaStream>,
     /// Loaded modules by `PtxModule::name`, with the address of the PTX they came from.
     modules: Mutex<HashMap<&'static str, (usize, Arc<CudaModule>)>>,
-    /// Resolved entry points by (module name, entry name).
-    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
+    /// Resolved entry points (with their PTX parameter shapes) by (module, entry).
+    functions: Mutex<FunctionCache>,
 }
 
 impl std::fmt::Debug for CudaDevice {

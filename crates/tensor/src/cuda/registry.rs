@@ -10,13 +10,15 @@
 //! of its entry points is asked for and caches both the module (by `name`) and the
 //! resolved function (by module and entry); [`CudaDevice::kernel`] wraps the function
 //! with its names and the device stream so [`KernelLaunch`] can report errors that name
-//! `module::entry`. Entry points are `extern "C"` and named `<op>_<variant>_<dtype>`
+//! `module::entry` and checks the pushed arguments against the PTX `.param` list
+//! (see `args`). Entry points are `extern "C"` and named `<op>_<variant>_<dtype>`
 //! with the dtype suffix from [`dtype_suffix`].
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchArgs, LaunchConfig, PushKernelArg};
 
+use super::args::{ArgShape, KernelArg, check_args, entry_params};
 use super::{CudaDevice, lock};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -49,6 +51,13 @@ impl PtxModule {
     }
 }
 
+impl PtxModule {
+    /// Parameter shapes of `entry` as declared in the PTX (`None`: no such entry).
+    pub fn entry_params(&self, entry: &str) -> Option<Vec<ArgShape>> {
+        entry_params(self.ptx, entry)
+    }
+}
+
 /// The entry-point suffix of a compute dtype: `f32`, `f16` or `bf16`.
 pub fn dtype_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
     match dtype {
@@ -67,9 +76,13 @@ impl CudaDevice {
     /// The entry point `entry` of `module`, loading the module into this device's context
     /// on first use. Modules and functions are cached per device.
     pub fn function(&self, module: &'static PtxModule, entry: &str) -> Result<CudaFunction> {
+        self.function_with_params(module, entry).map(|(function, _)| function)
+    }
+
+    fn function_with_params(&self, module: &'static PtxModule, entry: &str) -> Result<(CudaFunction, Arc<[ArgShape]>)> {
         let key = (module.name, entry.to_string());
-        if let Some(function) = lock(&self.inner.functions).get(&key) {
-            return Ok(function.clone());
+        if let Some(cached) = lock(&self.inner.functions).get(&key) {
+            return Ok(cached.clone());
         }
         if entry.contains('\0') || entry.is_empty() {
             return Err(kernel_error(module, entry, "invalid entry point name"));
@@ -79,8 +92,11 @@ impl CudaDevice {
             let known = module.entry_names().join(", ");
             kernel_error(module, entry, format!("entry point not found ({e}); the module declares: {known}"))
         })?;
-        lock(&self.inner.functions).insert(key, function.clone());
-        Ok(function)
+        let params: Arc<[ArgShape]> = entry_params(module.ptx, entry)
+            .ok_or_else(|| kernel_error(module, entry, "cannot read the entry's .param list from the PTX"))?
+            .into();
+        lock(&self.inner.functions).insert(key, (function.clone(), params.clone()));
+        Ok((function, params))
     }
 
     fn load_module(&self, module: &'static PtxModule) -> Result<Arc<cudarc::driver::CudaModule>> {
@@ -105,8 +121,8 @@ impl CudaDevice {
 
     /// A launchable handle to `module`'s `entry` on this device.
     pub fn kernel(&self, module: &'static PtxModule, entry: &str) -> Result<CudaKernel> {
-        let function = self.function(module, entry)?;
-        Ok(CudaKernel { function, device: self.clone(), module: module.name, entry: entry.into() })
+        let (function, params) = self.function_with_params(module, entry)?;
+        Ok(CudaKernel { function, params, device: self.clone(), module: module.name, entry: entry.into() })
     }
 }
 
@@ -114,6 +130,8 @@ impl CudaDevice {
 #[derive(Clone, Debug)]
 pub struct CudaKernel {
     function: CudaFunction,
+    /// Parameter shapes read from the PTX, checked against the pushed arguments.
+    params: Arc<[ArgShape]>,
     device: CudaDevice,
     module: &'static str,
     entry: Arc<str>,
@@ -137,32 +155,50 @@ impl CudaKernel {
     /// kernel's C signature: `&CudaSlice`/`&CudaView` for pointers (`&mut` for outputs),
     /// `&u32` for `unsigned int`, `&u64` for `unsigned long long`, `&f32` for `float`.
     pub fn launch_builder(&self) -> KernelLaunch<'_> {
-        KernelLaunch { args: self.device.stream().launch_builder(&self.function), kernel: self }
+        KernelLaunch { args: self.device.stream().launch_builder(&self.function), pushed: Vec::new(), kernel: self }
     }
 }
 
 /// Arguments being collected for one launch of a [`CudaKernel`].
 pub struct KernelLaunch<'a> {
     args: LaunchArgs<'a>,
+    pushed: Vec<Option<ArgShape>>,
     kernel: &'a CudaKernel,
 }
 
 impl<'a> KernelLaunch<'a> {
-    /// Appends one kernel argument (see [`CudaKernel::launch_builder`]).
-    pub fn arg<T>(&mut self, arg: T) -> &mut Self
+    /// Appends one kernel argument (see [`CudaKernel::launch_builder`]); its size and
+    /// int/float class are checked against the PTX parameter at launch.
+    pub fn arg<T: KernelArg>(&mut self, arg: T) -> &mut Self
     where
         LaunchArgs<'a>: PushKernelArg<T>,
     {
+        self.pushed.push(Some(T::SHAPE));
+        self.args.arg(arg);
+        self
+    }
+
+    /// Appends an argument of a type without a [`KernelArg`] shape (e.g. a `#[repr(C)]`
+    /// struct implementing `DeviceRepr`); only its position is checked.
+    pub fn arg_unchecked<T>(&mut self, arg: T) -> &mut Self
+    where
+        LaunchArgs<'a>: PushKernelArg<T>,
+    {
+        self.pushed.push(None);
         self.args.arg(arg);
         self
     }
 
     /// Queues the kernel on the device stream.
     ///
+    /// Before launching, the grid is checked against the hardware limits and the pushed
+    /// arguments against the PTX parameters (count, sizes, int/float class); a mismatch
+    /// is an [`Error::Kernel`] and nothing is launched.
+    ///
     /// # Safety
-    /// The pushed arguments must match the kernel's parameters in number, order and
-    /// type, and every buffer must be large enough for what the kernel reads and writes
-    /// with this `config`.
+    /// Pointer arguments must point to buffers of the element type the kernel expects and
+    /// large enough for everything it reads and writes with this `config`, and any
+    /// `arg_unchecked` value must have the parameter's exact layout.
     pub unsafe fn launch(&mut self, config: LaunchConfig) -> Result<()> {
         let _span = tracing::debug_span!(
             "cuda_launch",
@@ -173,6 +209,8 @@ impl<'a> KernelLaunch<'a> {
         )
         .entered();
         super::launch::check_config(&config)
+            .map_err(|message| Error::Kernel { kernel: self.kernel.name(), message })?;
+        check_args(&self.kernel.params, &self.pushed)
             .map_err(|message| Error::Kernel { kernel: self.kernel.name(), message })?;
         // SAFETY: upheld by the caller, per this function's contract.
         unsafe { self.args.launch(config) }

@@ -3,9 +3,11 @@
 //!
 //! - [`harness`]: cases, tolerances, comparison, device opening with skip/require rules.
 //! - [`tensor_ops`]: the tensor core ops.
+//! - [`attn`]: the linear-attention ops (prefill, decode, varlen, feature maps, window).
 //! - [`suites`] lists every suite; [`run_suites`] runs them on a device and returns a
 //!   [`Report`] (the `linattn conformance` command prints it as text or JSON).
 
+pub mod attn;
 pub mod harness;
 pub mod tensor_ops;
 
@@ -15,7 +17,7 @@ use serde::Serialize;
 
 /// Every suite, in run order.
 pub fn suites() -> Vec<Suite> {
-    vec![Suite { name: "tensor", cases: tensor_ops::cases }]
+    vec![Suite { name: "tensor", cases: tensor_ops::cases }, Suite { name: "attn", cases: attn::cases }]
 }
 
 /// Results of a run on one device.

@@ -37,6 +37,11 @@ macro_rules! device_suites {
             fn tensor_ops() {
                 super::run($spec, "tensor");
             }
+
+            #[test]
+            fn attn_ops() {
+                super::run($spec, "attn");
+            }
         }
     };
 }

@@ -7,6 +7,7 @@ mod bench;
 mod conformance;
 mod devices;
 mod lora;
+mod op;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,8 @@ enum Command {
     Devices,
     /// Run the cross-device conformance suite on one device against the CPU reference.
     Conformance(conformance::Args),
+    /// Run one attention op on named tensors from a safetensors file.
+    Op(op::Args),
     /// peft-compatible LoRA/DoRA adapters: merge into checkpoints, inspect, combine.
     Lora(lora::Args),
     /// Benchmarks: print JSON lines, optionally update docs/benchmarks.md.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Conformance(args) => conformance::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Lora(args) => lora::run(&args),
+        Command::Op(args) => op::run(&args),
     };
     match result {
         Ok(code) => code,

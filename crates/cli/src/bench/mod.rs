@@ -7,6 +7,7 @@ pub mod membw;
 pub mod peer;
 pub mod report;
 pub mod timing;
+mod adapters;
 mod tensor;
 
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ pub struct Args {
 enum Area {
     /// Dense matmul of the tensor core against PyTorch (CPU) in the same run.
     Tensor(tensor::Args),
+    /// Fused unmerged LoRA forward against the base matmul alone.
+    Adapters(adapters::Args),
     /// Memory read bandwidth of this machine (the peer of bandwidth-bound kernels).
     Membw,
 }
@@ -30,6 +33,7 @@ enum Area {
 pub fn run(args: &Args) -> Result<ExitCode> {
     match &args.area {
         Area::Tensor(a) => tensor::run(a),
+        Area::Adapters(a) => adapters::run(a),
         Area::Membw => {
             let gbps = membw::read_bandwidth_gbps(5);
             report::emit(&serde_json::json!({ "op": "memory_read", "device": "cpu", "gbps": gbps, "bytes": membw::SCAN_BYTES }));

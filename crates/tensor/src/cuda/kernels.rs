@@ -2,7 +2,7 @@
 //! `kernels/cuda/tensor/*.cu` and embedded at build time.
 //!
 //! Entry points (each for f32, f16, bf16): elementwise `add_contig`, `mul_contig`,
-//! `scale_contig`; `matmul_naive`, `matmul_tiled`; `softmax_warp`, `softmax_block`;
+//! `scale_contig`; `matmul_naive`, `matmul_tiled`, `matmul_tiled128`; `softmax_warp`, `softmax_block`;
 //! `rms_norm_warp`, `rms_norm_block`. Signatures are in the `.cu` headers and must match
 //! the argument lists pushed in `ops.rs`.
 
@@ -34,7 +34,7 @@ pub fn launched_entries() -> Vec<(&'static PtxModule, String)> {
         for op in ["add_contig", "mul_contig", "scale_contig"] {
             entries.push((&ELEMENTWISE, format!("{op}_{dtype}")));
         }
-        for op in ["matmul_naive", "matmul_tiled"] {
+        for op in ["matmul_naive", "matmul_tiled", "matmul_tiled128"] {
             entries.push((&MATMUL, format!("{op}_{dtype}")));
         }
         for op in ["softmax_warp", "softmax_block"] {

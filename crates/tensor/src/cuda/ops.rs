@@ -6,8 +6,8 @@
 //! Inputs and outputs are contiguous and in the input dtype (f32, f16, bf16); kernels
 //! accumulate in f32. Empty outputs return without a launch; matmul with k = 0 returns
 //! zeros. Geometry: elementwise 256-thread grid-stride blocks (at most 32 per SM);
-//! matmul_tiled 64x64 tiles with 256 threads, grid (m tiles, n tiles, batch) clamped
-//! (the kernel strides over the rest); row ops use a warp per row up to 1024 columns and
+//! matmul_tiled (64x64 tiles) and matmul_tiled128 (128x128) with 256 threads, grid
+//! (m tiles, n tiles, batch) clamped (the kernel strides over the rest); row ops use a warp per row up to 1024 columns and
 //! a 256-thread block per row above.
 
 use cudarc::driver::LaunchConfig;
@@ -36,6 +36,17 @@ pub enum MatmulKernel {
     Naive,
     /// v2: 64x64 shared-memory tiles, 4x4 register blocking.
     Tiled,
+    /// v3: 128x128 tiles, 8x8 register blocking (for large outputs).
+    Tiled128,
+}
+
+impl MatmulKernel {
+    /// v3 when its 128x128 tiles still give every multiprocessor at least one block,
+    /// v2 otherwise.
+    pub fn choose(device: &CudaDevice, dims: &MatmulDims) -> MatmulKernel {
+        let big_tiles = (dims.m as u64).div_ceil(128) * (dims.n as u64).div_ceil(128) * dims.batch as u64;
+        if big_tiles >= u64::from(device.multiprocessor_count()) { MatmulKernel::Tiled128 } else { MatmulKernel::Tiled }
+    }
 }
 
 /// Which row kernel (softmax, RMSNorm) to run.
@@ -114,9 +125,10 @@ pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
     out.into_tensor(a.shape().clone(), a.dtype())
 }
 
-/// Matrix product with the tiled kernel.
+/// Matrix product with the tiled kernel suited to the size ([`MatmulKernel::choose`]).
 pub fn matmul(a: &Tensor, b: &Tensor, dims: &MatmulDims) -> Result<Tensor> {
-    matmul_with(MatmulKernel::Tiled, a, b, dims)
+    let device = CudaBuffer::of(a)?.device().clone();
+    matmul_with(MatmulKernel::choose(&device, dims), a, b, dims)
 }
 
 /// Matrix product with a chosen kernel; returns `[batch * m, n]` flattened as
@@ -145,6 +157,18 @@ pub fn matmul_with(kernel_kind: MatmulKernel, a: &Tensor, b: &Tensor, dims: &Mat
                 format!("matmul_tiled_{suffix}"),
                 grid_capped(
                     ((dims.m as u64).div_ceil(MATMUL_TILE), (dims.n as u64).div_ceil(MATMUL_TILE), dims.batch as u64),
+                    (256, 1, 1),
+                    0,
+                )?,
+            ),
+            MatmulKernel::Tiled128 => (
+                format!("matmul_tiled128_{suffix}"),
+                grid_capped(
+                    (
+                        (dims.m as u64).div_ceil(2 * MATMUL_TILE),
+                        (dims.n as u64).div_ceil(2 * MATMUL_TILE),
+                        dims.batch as u64,
+                    ),
                     (256, 1, 1),
                     0,
                 )?,

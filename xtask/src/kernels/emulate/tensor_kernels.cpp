@@ -102,6 +102,8 @@ template <typename T> void test_matmul(const char* name, double tol) {
         {1, 5, 3, 1, false, false, {0, 0, 0}},
         {3, 65, 66, 33, true, true, {1, 1, 1}},
         {2, 130, 20, 17, false, false, {1, 2, 1}},
+        {1, 300, 260, 45, false, true, {0, 0, 0}},
+        {2, 257, 129, 9, true, false, {2, 1, 1}},
     };
     for (const auto& c : cases) {
         const size_t b_mats = c.rhs_batched ? c.batch : 1;
@@ -124,19 +126,29 @@ template <typename T> void test_matmul(const char* name, double tol) {
         const lat_u64 stride = c.rhs_batched ? (lat_u64)c.k * c.n : 0;
         const unsigned int tr = c.rhs_transposed ? 1 : 0;
         std::vector<T> out(want.size());
-        dim3 grid = c.tiled_grid;
-        if (grid.x == 0) grid = {(c.m + 63) / 64, (c.n + 63) / 64, c.batch};
-        emu_launch(grid, {256, 1, 1}, [&] {
-            matmul_tiled<T>(a.data(), b.data(), out.data(), c.m, c.n, c.k, c.batch, stride, tr);
-        });
-        char label[160];
-        std::snprintf(label, sizeof label, "matmul_tiled_%s b%u m%u n%u k%u batched=%d transposed=%d grid(%u,%u,%u)", name,
-                      c.batch, c.m, c.n, c.k, c.rhs_batched, c.rhs_transposed, grid.x, grid.y, grid.z);
-        compare(label, to_f32(out), want, tol);
+        for (int variant = 0; variant < 2; ++variant) {
+            const unsigned int tile = variant == 0 ? 64 : 128;
+            dim3 grid = c.tiled_grid;
+            if (grid.x == 0) grid = {(c.m + tile - 1) / tile, (c.n + tile - 1) / tile, c.batch};
+            std::fill(out.begin(), out.end(), lat_from_f32<T>(-999.0f));
+            emu_launch(grid, {256, 1, 1}, [&] {
+                if (variant == 0) {
+                    matmul_tiled<T, 4, 16>(a.data(), b.data(), out.data(), c.m, c.n, c.k, c.batch, stride, tr);
+                } else {
+                    matmul_tiled<T, 8, 8>(a.data(), b.data(), out.data(), c.m, c.n, c.k, c.batch, stride, tr);
+                }
+            });
+            char label[160];
+            std::snprintf(label, sizeof label, "matmul_%s_%s b%u m%u n%u k%u batched=%d transposed=%d grid(%u,%u,%u)",
+                          variant == 0 ? "tiled" : "tiled128", name, c.batch, c.m, c.n, c.k, c.rhs_batched,
+                          c.rhs_transposed, grid.x, grid.y, grid.z);
+            compare(label, to_f32(out), want, tol);
+        }
         std::vector<T> naive(want.size());
         emu_launch({2, 3, 1}, {16, 16, 1}, [&] {
             matmul_naive<T>(a.data(), b.data(), naive.data(), c.m, c.n, c.k, c.batch, stride, tr);
         });
+        char label[160];
         std::snprintf(label, sizeof label, "matmul_naive_%s b%u m%u n%u k%u", name, c.batch, c.m, c.n, c.k);
         compare(label, to_f32(naive), want, tol);
     }

@@ -28,6 +28,9 @@ pub mod launch;
 pub mod ops;
 pub mod registry;
 
+#[cfg(test)]
+mod gpu_tests;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -4,6 +4,9 @@
 //! run the CPU path of this crate; CUDA and WebGPU tensors get
 //! [`Error::NotImplementedOnDevice`] until their kernels land. A GPU backend replaces
 //! the `Cuda` / `Wgpu` arms here (and the op's body dispatches on `Device`).
+//!
+//! Ops with GPU kernels so far: [`crate::lora_forward`] (non-DoRA LoRA over any base,
+//! through [`crate::gpu`]); it sends GPU tensors there before calling [`cpu_only`].
 
 use linattn_tensor::{Device, Error, Result, Tensor};
 

@@ -14,7 +14,8 @@
 //!
 //! Device dispatch: public functions validate, then [`crate::device::cpu_only`] is the
 //! one place that routes CPU tensors here and answers `NotImplementedOnDevice` for
-//! CUDA / WebGPU until their kernels land.
+//! CUDA / WebGPU until their kernels land. [`lora_forward`] on a GPU tensor runs the
+//! fused kernels of [`crate::gpu`] instead (LoRA only; DoRA is `NotImplementedOnDevice`).
 
 use rayon::prelude::*;
 
@@ -170,6 +171,10 @@ pub(crate) fn check_linear(op: &str, base: &dyn BaseLinear, module: &LoraModule,
 /// `x [..., in]` f32/f16/bf16; returns `[..., out]` in `x`'s dtype.
 pub fn lora_forward(base: &dyn BaseLinear, module: &LoraModule, x: &Tensor) -> Result<Tensor> {
     check_linear("lora_forward", base, module, x)?;
+    if !x.is_cpu() {
+        // CUDA / WebGPU: the fused kernels of `crate::gpu` (DoRA: NotImplementedOnDevice).
+        return crate::gpu::lora_forward_base(base, module, x);
+    }
     cpu_only("lora_forward", x)?;
     let prepared = [PreparedModule::new(module, base)?];
     let y = base.forward(x)?;

@@ -12,7 +12,8 @@
 //!   combinations (`cat`, `linear`, `svd`), with [`svd`] a small Jacobi SVD.
 //! - [`train`]: gradients, peft initialization, dropout.
 //! - [`cli_support`]: entry points for the `linattn lora` commands.
-//! - [`device`]: the one place adapter ops pick a device (CPU now; GPU later).
+//! - [`device`]: the one place adapter ops pick a device.
+//! - [`gpu`]: fused unmerged LoRA forward kernels on CUDA and WebGPU.
 //!
 //! Math and numerics: `docs/adapters.md`.
 
@@ -22,6 +23,7 @@ pub mod cli_support;
 pub mod config;
 pub mod device;
 pub mod forward;
+pub mod gpu;
 pub mod lora;
 pub mod merge;
 pub mod multi;

@@ -1,0 +1,224 @@
+//! Fused unmerged LoRA forward on CUDA and WebGPU: `y = x W^T + bias + s (x A^T) B^T`.
+//!
+//! Two launches per call (kernels `kernels/{wgsl,cuda}/adapters/`):
+//! 1. `xa = s * x A^T` into an f32 scratch `[rows, r]` (blocks of 4 rows x 4 ranks,
+//!    threads reducing over `in`);
+//! 2. the base product plus `xa B^T` plus the bias, accumulated in f32 registers and
+//!    written once in `x`'s dtype. [`LoraKernel::Matvec`] (v1: blocks of 4 rows x 4
+//!    outputs reducing over `in`, for decode) or [`LoraKernel::Tiled`] (v2: 64 x 64 tiles
+//!    with 16-wide K steps in shared memory, then the rank steps through the same tiles,
+//!    for prefill); [`LoraKernel::Auto`] picks v1 up to [`MATVEC_MAX_ROWS`] rows.
+//!
+//! Dtypes: `x`, `W` and the bias share one dtype (f32, f16 or bf16); `A` and `B` are f32
+//! (a [`LoraModule`] keeps them in f32 whatever the file held), so the LoRA weights never
+//! lose precision. Accumulation is f32 and the output is rounded once, which is at least
+//! as accurate as the CPU path (that rounds the base output before adding LoRA).
+//!
+//! [`GpuLoraWeights::upload`] copies a module's `A` and `B` to a device once; callers that
+//! run a module many times should keep it. [`crate::lora_forward`] on GPU tensors uploads
+//! them per call (`r (in + out)` f32 values), moves a base weight that is not on `x`'s
+//! device there and converts it to `x`'s dtype, which is correct but slow: keep base
+//! weights on the device in the activations' dtype. DoRA modules are not implemented on
+//! GPU (`NotImplementedOnDevice`).
+
+mod cuda;
+mod wgpu;
+
+pub use self::cuda::{LORA_FWD_PTX, cuda_launched_entries};
+pub use self::wgpu::{LORA_FUSED_WGSL, LORA_XA_WGSL};
+
+use linattn_tensor::{Device, Error, Result, Tensor};
+
+use crate::base::BaseLinear;
+use crate::lora::{LoraModule, ModuleKind};
+
+/// Rows up to which [`LoraKernel::Auto`] runs the matvec kernel.
+pub const MATVEC_MAX_ROWS: usize = 8;
+
+/// Which stage-2 kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoraKernel {
+    /// Matvec up to [`MATVEC_MAX_ROWS`] rows, tiled above.
+    Auto,
+    /// v1: 4 rows x 4 outputs per workgroup, reduction over `in`.
+    Matvec,
+    /// v2: 64 x 64 output tiles.
+    Tiled,
+}
+
+/// A linear LoRA module's `A [r, in]` and `B [out, r]` as f32 tensors on one GPU.
+#[derive(Clone, Debug)]
+pub struct GpuLoraWeights {
+    path: String,
+    a: Tensor,
+    b: Tensor,
+    scaling: f32,
+}
+
+impl GpuLoraWeights {
+    /// Uploads `module`'s weights to `device` (CUDA or WebGPU). Embedding modules and
+    /// the CPU are `Err`; DoRA modules are `NotImplementedOnDevice`.
+    pub fn upload(module: &LoraModule, device: &Device) -> Result<GpuLoraWeights> {
+        if module.kind() != ModuleKind::Linear {
+            return Err(Error::invalid(format!(
+                "GpuLoraWeights: module `{}` is an embedding LoRA, not linear",
+                module.path()
+            )));
+        }
+        if module.magnitude().is_some() {
+            return Err(Error::NotImplementedOnDevice { op: "lora_forward (DoRA)", device: device.to_string() });
+        }
+        if matches!(device, Device::Cpu) {
+            return Err(Error::invalid(format!(
+                "GpuLoraWeights: module `{}`: device must be CUDA or WebGPU, got cpu",
+                module.path()
+            )));
+        }
+        Ok(GpuLoraWeights {
+            path: module.path().to_string(),
+            a: module.a().to_device(device)?,
+            b: module.b().to_device(device)?,
+            scaling: module.scaling(),
+        })
+    }
+
+    /// The module path the weights came from.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// LoRA rank `r`.
+    pub fn rank(&self) -> usize {
+        self.a.dims()[0]
+    }
+    pub fn in_features(&self) -> usize {
+        self.a.dims()[1]
+    }
+    pub fn out_features(&self) -> usize {
+        self.b.dims()[0]
+    }
+    pub fn scaling(&self) -> f32 {
+        self.scaling
+    }
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.a.device()
+    }
+}
+
+/// Sizes of one fused forward, validated.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Problem {
+    pub rows: usize,
+    pub n_in: usize,
+    pub n_out: usize,
+    pub rank: usize,
+    pub scaling: f32,
+    pub tiled: bool,
+}
+
+/// Fused forward with [`LoraKernel::Auto`]; see [`lora_forward_dense_with`].
+pub fn lora_forward_dense(weight: &Tensor, bias: Option<&Tensor>, lora: &GpuLoraWeights, x: &Tensor) -> Result<Tensor> {
+    lora_forward_dense_with(LoraKernel::Auto, weight, bias, lora, x)
+}
+
+/// `y = x W^T + bias + s (x A^T) B^T` on the GPU holding `x [..., in]`. `weight [out, in]`
+/// and `bias [out]` must have `x`'s dtype (f32, f16, bf16) and live on `x`'s device, as
+/// must `lora`. Returns `[..., out]` in `x`'s dtype on that device.
+pub fn lora_forward_dense_with(
+    kernel: LoraKernel,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    lora: &GpuLoraWeights,
+    x: &Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "lora_forward (gpu)";
+    let dtype = x.dtype();
+    if !dtype.is_compute_float() || x.rank() == 0 {
+        return Err(Error::invalid(format!(
+            "{OP}: input must be an f32/f16/bf16 tensor of rank >= 1, got {dtype} {}",
+            x.shape()
+        )));
+    }
+    let (n_in, n_out, rank) = (lora.in_features(), lora.out_features(), lora.rank());
+    if x.shape().last_dim() != n_in || weight.dims() != [n_out, n_in] {
+        return Err(Error::invalid(format!(
+            "{OP}: module `{}` (A [{rank}, {n_in}], B [{n_out}, {rank}]) does not fit input {} and weight {}",
+            lora.path(),
+            x.shape(),
+            weight.shape()
+        )));
+    }
+    if weight.dtype() != dtype {
+        return Err(Error::invalid(format!("{OP}: weight dtype {} differs from input dtype {dtype}", weight.dtype())));
+    }
+    if let Some(b) = bias
+        && (b.dims() != [n_out] || b.dtype() != dtype)
+    {
+        return Err(Error::invalid(format!("{OP}: bias {} {} does not match [{n_out}] {dtype}", b.dtype(), b.shape())));
+    }
+    let device = x.device();
+    let operands = [("weight", weight.device()), ("LoRA weights", lora.device())]
+        .into_iter()
+        .chain(bias.map(|b| ("bias", b.device())));
+    for (what, d) in operands {
+        if !d.same_device(&device) {
+            return Err(Error::DeviceMismatch {
+                op: "lora_forward (gpu)",
+                lhs: device.to_string(),
+                rhs: format!("{what} on {d}"),
+            });
+        }
+    }
+    let rows = x.shape().rows();
+    let tiled = match kernel {
+        LoraKernel::Auto => rows > MATVEC_MAX_ROWS,
+        LoraKernel::Matvec => false,
+        LoraKernel::Tiled => true,
+    };
+    let problem = Problem { rows, n_in, n_out, rank, scaling: lora.scaling(), tiled };
+    let mut out_dims = x.dims().to_vec();
+    *out_dims.last_mut().expect("rank checked") = n_out;
+    let y = match &device {
+        Device::Wgpu(d) => wgpu::run(d, &problem, x, weight, bias, &lora.a, &lora.b)?,
+        Device::Cuda(d) => cuda::run(d, &problem, x, weight, bias, &lora.a, &lora.b)?,
+        Device::Cpu => {
+            return Err(Error::invalid(format!("{OP}: expects GPU tensors; use crate::lora_forward on the CPU")));
+        }
+    };
+    y.reshape(out_dims)
+}
+
+/// The GPU arm of [`crate::lora_forward`]: dense `W` from `base.dequantized()` (moved to
+/// `x`'s device and dtype when needed), bias likewise, weights uploaded for this call.
+pub(crate) fn lora_forward_base(base: &dyn BaseLinear, module: &LoraModule, x: &Tensor) -> Result<Tensor> {
+    let device = x.device();
+    let lora = GpuLoraWeights::upload(module, &device)?;
+    let on_device = |t: &Tensor| -> Result<Tensor> { t.to_device(&device)?.to_dtype(x.dtype()) };
+    let weight = on_device(&base.dequantized()?)?;
+    let bias = base.bias().map(on_device).transpose()?;
+    lora_forward_dense(&weight, bias.as_ref(), &lora, x)
+}
+
+/// `value` as a kernel `u32`, or an `Err` naming `what` (limit 2^31 - 1, as CUDA's).
+pub(crate) fn checked_u32(what: &str, value: usize) -> Result<u32> {
+    u32::try_from(value).ok().filter(|&v| v <= i32::MAX as u32).ok_or_else(|| {
+        Error::invalid(format!("lora_forward (gpu): {what} = {value} exceeds the kernels' limit of 2^31 - 1"))
+    })
+}
+
+/// Checks that every flat index the kernels form fits their 32-bit (WGSL) or 64-bit
+/// (CUDA) arithmetic: products of the sizes must stay below 2^31.
+pub(crate) fn check_sizes(p: &Problem) -> Result<()> {
+    for (what, a, b) in [
+        ("rows * in", p.rows, p.n_in),
+        ("out * in", p.n_out, p.n_in),
+        ("rows * out", p.rows, p.n_out),
+        ("rows * r", p.rows, p.rank),
+        ("out * r", p.n_out, p.rank),
+    ] {
+        let product =
+            a.checked_mul(b).ok_or_else(|| Error::invalid(format!("lora_forward (gpu): {what} overflows")))?;
+        checked_u32(what, product)?;
+    }
+    Ok(())
+}

@@ -18,6 +18,7 @@ pub mod backward;
 pub mod compare;
 pub mod feature_map;
 pub mod gated;
+pub mod gpu;
 pub mod layout;
 pub mod options;
 pub mod run_named;

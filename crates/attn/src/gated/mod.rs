@@ -11,8 +11,10 @@
 //! Each public op validates once ([`problem::Problem::new`]) and then dispatches on the
 //! device in [`forward`]: CPU -> the chunked kernels ([`chunk_scalar`] for scalar or no
 //! decay, [`chunk_per_key`] for per-key decay), run in parallel over
-//! sequences x heads; CUDA / WebGPU -> `Error::NotImplementedOnDevice` until their
-//! kernels land. The `*_reference` functions run the f64 oracle on the host.
+//! sequences x heads; CUDA / WebGPU -> the chunk kernels of [`crate::gpu`] for plain,
+//! scalar-gated and per-key-gated recurrences (the normalizer and fused feature maps
+//! are CPU-only for now: `Error::NotImplementedOnDevice`). The `*_reference` functions
+//! run the f64 oracle on the host.
 
 pub(crate) mod chunk_per_key;
 pub(crate) mod chunk_scalar;
@@ -94,10 +96,43 @@ pub(crate) fn forward(
         // Device dispatch: the one place this op family picks a fast kernel.
         Engine::Fast => match &problem.device {
             Device::Cpu => run_cpu_chunked(&problem),
+            Device::Cuda(_) | Device::Wgpu(_) if gpu_kernel_covers(&problem) => {
+                return run_gpu_chunked(q, k, v, gate, opts, &problem);
+            }
             other => return Err(Error::NotImplementedOnDevice { op, device: other.to_string() }),
         },
     };
     assemble(&problem, &out, &states)
+}
+
+/// The GPU chunk kernels cover plain, scalar-gated and per-key-gated recurrences; the
+/// normalizer, fused feature maps and the window hybrid's key shift run on the CPU only.
+fn gpu_kernel_covers(p: &Problem) -> bool {
+    !p.normalize && p.q_map.is_none() && p.k_map.is_none() && p.key_shift == 0
+}
+
+/// Runs the chunked forward on the inputs' GPU (validated by `Problem::new`).
+fn run_gpu_chunked(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    gate: GateInput,
+    opts: &AttnOptions,
+    p: &Problem,
+) -> Result<AttnOutput> {
+    let gpu_gate = match gate {
+        GateInput::None => crate::gpu::Gate::None,
+        GateInput::PerHead(g) => crate::gpu::Gate::PerHead(g),
+        GateInput::PerToken(g) => crate::gpu::Gate::PerToken(g),
+        GateInput::PerKey(g) => crate::gpu::Gate::PerKey(g),
+    };
+    let initial = opts.initial_state.map(|s| &s.kv);
+    let (output, kv) = match &p.device {
+        Device::Wgpu(_) => crate::gpu::wgpu::chunk_forward(q, k, v, gpu_gate, initial, opts.cu_seqlens, p.scale, p.chunk)?,
+        Device::Cuda(_) => crate::gpu::cuda::chunk_forward(q, k, v, gpu_gate, initial, opts.cu_seqlens, p.scale, p.chunk)?,
+        Device::Cpu => return Err(Error::invalid("the GPU chunk kernel was asked to run on the CPU")),
+    };
+    Ok(AttnOutput { output, final_state: LinearState { kv, z: None } })
 }
 
 /// Runs every (sequence, head) raw through the chunked kernel that fits the gates.

@@ -9,6 +9,7 @@
 //!   fallback, selected at run time).
 //! - [`weight`]: [`QuantizedWeight`], one type over every format, with tensor-level
 //!   `matmul` that validates inputs and dispatches on the device.
+//! - [`gpu`]: WebGPU fused dequantize-matvec/matmul for ggml Q8_0 / Q4_0 weights.
 //! - [`gguf`]: GGUF v3 reader (memory-mapped, zero-copy tensors) and writer.
 //! - [`checkpoint`]: quantized safetensors checkpoints in Hugging Face key layouts.
 //! - [`cli_support`]: functions behind `linattn quant inspect|dequant|quantize`.
@@ -23,6 +24,7 @@ pub mod cpu;
 pub mod fp8;
 pub mod ggml;
 pub mod gguf;
+pub mod gpu;
 pub mod weight;
 
 pub use bytes::ByteView;

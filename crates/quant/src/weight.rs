@@ -3,7 +3,8 @@
 //!
 //! Tensor-level functions validate shapes and dtypes, then dispatch on the device of
 //! `x` in one place, [`dispatch_device`]: CPU runs the kernels of [`crate::cpu`];
-//! CUDA and WebGPU return `Error::NotImplementedOnDevice` until GPU kernels land.
+//! ggml Q8_0 / Q4_0 weights with an `x` on WebGPU run the kernels of [`crate::gpu`]
+//! first; every other GPU case returns `Error::NotImplementedOnDevice`.
 
 use linattn_tensor::{DType, Device, Error, Result, Shape, Tensor};
 
@@ -324,6 +325,12 @@ impl QuantizedWeight {
         if x.rank() == 0 || x.shape().last_dim() != self.cols() {
             return Err(Error::ShapeMismatch { op: "quant_matmul", lhs: x.shape().clone(), rhs: self.shape() });
         }
+        if let (QuantizedWeight::Ggml { format, .. }, false) = (self, x.is_cpu())
+            && crate::gpu::ggml_format_on_gpu(*format)
+        {
+            self.validate()?;
+            return crate::gpu::ggml_matmul_on_device(&self.to_ggml_tensor()?, x);
+        }
         dispatch_device("quant_matmul", &x.device())?;
         let m = x.shape().rows();
         let xs = x.to_f32_vec()?;
@@ -343,7 +350,11 @@ fn two_d(shape: &Shape, format: QuantFormat) -> Result<(usize, usize)> {
 }
 
 /// `x W^T` for a weight given as a tensor of a ggml dtype (`W [out, in]`).
+/// A GPU `x` runs the GPU kernels (Q8_0, Q4_0; a host `w` is uploaded).
 pub fn ggml_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.is_cpu() && GgmlFormat::from_dtype(w.dtype()).is_ok_and(crate::gpu::ggml_format_on_gpu) {
+        return crate::gpu::ggml_matmul_on_device(w, x);
+    }
     dispatch_device("ggml_matmul", &w.device())?;
     QuantizedWeight::from_ggml_tensor(w)?.matmul(x)
 }

@@ -1,0 +1,219 @@
+// quant/ggml_matmul.wgsl: fused dequantize + matmul `y [m, rows] = x [m, cols] W^T` for a
+// ggml block-quantized weight `W [rows, cols]` (Q8_0 or Q4_0), without materializing W.
+//
+// Entry points: ggml_matmul_q8_0, ggml_matmul_q4_0 (the same scheme, different block
+// decoders). One workgroup of 64 invocations per (weight row, tile of TILE_M = 4 rows of
+// x). Invocation `l` walks the row's blocks l, l + 64, ..., decodes each block once and
+// dots it with the (up to) 4 x rows; the 4 x 64 partial sums are then reduced by a
+// shared-memory tree (no subgroup size is assumed). m = 1 is the decode matvec.
+// Grid: rows * ceil(m / TILE_M) workgroups (linear index = tile * rows + row), split over
+// x and y by the host; extra workgroups exit (workgroup-uniform, before any barrier).
+//
+// Bindings: 0 weight (read, the raw ggml bytes as little-endian u32 words), 1 x (read,
+//   DTYPE elements in u32 words), 2 y (read_write, atomic words over a zero-filled
+//   buffer: 16-bit results are OR-ed into their half word), 3 params.
+// Override DTYPE (common/elements.wgsl): 0 f32, 1 f16, 2 bf16 for x and y.
+//
+// Byte layout (docs/formats.md): row r starts at byte r * row_bytes, row_bytes =
+// (cols / 32) * block_bytes.
+//   Q8_0, 34 bytes: f16 d (bytes 0..2, little-endian), 32 x i8 qs; element j = d * qs[j].
+//   Q4_0, 18 bytes: f16 d, 16 bytes qs; byte j holds element j (low nibble) and element
+//     j + 16 (high nibble), value (nibble - 8) * d.
+// Blocks are not 4-byte aligned: a block starts at an even byte offset `off`, so d is the
+// half word at `off` (never straddling a word) and qs starts at off + 2, which is either
+// word aligned or at the middle of a word; 4 consecutive qs bytes are assembled into one
+// u32 from one or two words with shifts, and i8 / nibbles are extracted with shifts and
+// masks (i8 sign-extended by an arithmetic right shift of an i32).
+// Every word read is bounds-checked against arrayLength (out of range reads as 0); the
+// host also checks that the weight buffer holds rows * row_bytes bytes.
+//
+// Numerics: d is converted exactly (f16_to_f32); per block sum_j q_j * x_j in f32 (fma),
+// times d, accumulated in f32 per invocation, then the tree sum in f32. The output is
+// rounded once to DTYPE.
+
+//#import common/elements.wgsl
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    m: u32,
+    // Blocks per weight row (cols / 32).
+    blocks: u32,
+    // Bytes per weight row.
+    row_bytes: u32,
+    // ceil(m / TILE_M).
+    m_tiles: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> weight: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read_write> y: array<atomic<u32>>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+const WORKGROUP: u32 = 64u;
+const TILE_M: u32 = 4u;
+const BLOCK_ELEMS: u32 = 32u;
+
+var<workgroup> partial: array<f32, 256>; // TILE_M * WORKGROUP
+
+fn weight_word(i: u32) -> u32 {
+    if i < arrayLength(&weight) {
+        return weight[i];
+    }
+    return 0u;
+}
+
+// The f16 scale stored at the even byte offset `off`.
+fn block_scale(off: u32) -> f32 {
+    return f16_to_f32((weight_word(off >> 2u) >> ((off & 2u) * 8u)) & 0xffffu);
+}
+
+// Bytes off + 4g .. off + 4g + 3 as one little-endian u32; `off` is even.
+fn bytes4(off: u32, g: u32) -> u32 {
+    let start = off + 4u * g;
+    let w = start >> 2u;
+    if (start & 2u) == 0u {
+        return weight_word(w);
+    }
+    return (weight_word(w) >> 16u) | (weight_word(w + 1u) << 16u);
+}
+
+// Signed byte `k` (0..3) of a packed word.
+fn i8_of(packed: u32, k: u32) -> f32 {
+    return f32(bitcast<i32>(packed << (24u - 8u * k)) >> 24u);
+}
+
+fn load_x(i: u32) -> f32 {
+    let w = word_of(i);
+    if w < arrayLength(&x) {
+        return decode(x[w], i);
+    }
+    return 0.0;
+}
+
+fn store_y(i: u32, v: f32) {
+    let w = word_of(i);
+    if w >= arrayLength(&y) {
+        return;
+    }
+    if DTYPE == DTYPE_F32 {
+        atomicStore(&y[w], bitcast<u32>(v));
+    } else {
+        atomicOr(&y[w], encode_bits(v) << lane_shift(i));
+    }
+}
+
+// Adds d * dot(block, x[t, col0 .. col0 + 32]) to acc[t] for the valid tokens of the tile.
+fn q8_0_block(off: u32, col0: u32, t0: u32, tokens: u32, acc: ptr<function, array<f32, 4>>) {
+    let d = block_scale(off);
+    var sums = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var g = 0u; g < 8u; g++) {
+        let packed = bytes4(off + 2u, g);
+        for (var k = 0u; k < 4u; k++) {
+            let q = i8_of(packed, k);
+            let col = col0 + 4u * g + k;
+            for (var t = 0u; t < tokens; t++) {
+                sums[t] = fma(q, load_x((t0 + t) * params.cols + col), sums[t]);
+            }
+        }
+    }
+    for (var t = 0u; t < tokens; t++) {
+        (*acc)[t] = fma(d, sums[t], (*acc)[t]);
+    }
+}
+
+fn q4_0_block(off: u32, col0: u32, t0: u32, tokens: u32, acc: ptr<function, array<f32, 4>>) {
+    let d = block_scale(off);
+    var sums = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var g = 0u; g < 4u; g++) {
+        let packed = bytes4(off + 2u, g);
+        for (var k = 0u; k < 4u; k++) {
+            let byte = (packed >> (8u * k)) & 0xffu;
+            let lo = f32(i32(byte & 0xfu) - 8);
+            let hi = f32(i32(byte >> 4u) - 8);
+            let col = col0 + 4u * g + k;
+            for (var t = 0u; t < tokens; t++) {
+                let base = (t0 + t) * params.cols;
+                sums[t] = fma(lo, load_x(base + col), sums[t]);
+                sums[t] = fma(hi, load_x(base + col + 16u), sums[t]);
+            }
+        }
+    }
+    for (var t = 0u; t < tokens; t++) {
+        (*acc)[t] = fma(d, sums[t], (*acc)[t]);
+    }
+}
+
+// Tree-reduces the tile's partial sums and writes y[t0 + t, row].
+fn reduce_and_store(local: u32, row: u32, t0: u32, tokens: u32, acc: array<f32, 4>) {
+    for (var t = 0u; t < TILE_M; t++) {
+        partial[t * WORKGROUP + local] = acc[t];
+    }
+    workgroupBarrier();
+    for (var stride = WORKGROUP / 2u; stride > 0u; stride = stride / 2u) {
+        if local < stride {
+            for (var t = 0u; t < TILE_M; t++) {
+                partial[t * WORKGROUP + local] += partial[t * WORKGROUP + local + stride];
+            }
+        }
+        workgroupBarrier();
+    }
+    if local < tokens {
+        store_y((t0 + local) * params.rows + row, partial[local * WORKGROUP]);
+    }
+}
+
+struct Tile {
+    valid: bool,
+    row: u32,
+    t0: u32,
+    tokens: u32,
+}
+
+fn tile_of(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>) -> Tile {
+    let id = linear_workgroup(workgroup_id, num_workgroups);
+    if params.rows == 0u || id >= params.rows * params.m_tiles {
+        return Tile(false, 0u, 0u, 0u);
+    }
+    let row = id % params.rows;
+    let t0 = (id / params.rows) * TILE_M;
+    return Tile(true, row, t0, min(TILE_M, params.m - t0));
+}
+
+@compute @workgroup_size(64)
+fn ggml_matmul_q8_0(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let tile = tile_of(workgroup_id, num_workgroups);
+    if !tile.valid {
+        return;
+    }
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let row_off = tile.row * params.row_bytes;
+    for (var b = local; b < params.blocks; b += WORKGROUP) {
+        q8_0_block(row_off + b * 34u, b * BLOCK_ELEMS, tile.t0, tile.tokens, &acc);
+    }
+    reduce_and_store(local, tile.row, tile.t0, tile.tokens, acc);
+}
+
+@compute @workgroup_size(64)
+fn ggml_matmul_q4_0(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let tile = tile_of(workgroup_id, num_workgroups);
+    if !tile.valid {
+        return;
+    }
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let row_off = tile.row * params.row_bytes;
+    for (var b = local; b < params.blocks; b += WORKGROUP) {
+        q4_0_block(row_off + b * 18u, b * BLOCK_ELEMS, tile.t0, tile.tokens, &acc);
+    }
+    reduce_and_store(local, tile.row, tile.t0, tile.tokens, acc);
+}

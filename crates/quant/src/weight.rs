@@ -3,7 +3,7 @@
 //!
 //! Tensor-level functions validate shapes and dtypes, then dispatch on the device of
 //! `x` in one place, [`dispatch_device`]: CPU runs the kernels of [`crate::cpu`];
-//! ggml Q8_0 / Q4_0 weights with an `x` on WebGPU run the kernels of [`crate::gpu`]
+//! ggml Q8_0 / Q4_0 weights with an `x` on WebGPU or CUDA run the kernels of [`crate::gpu`]
 //! first; every other GPU case returns `Error::NotImplementedOnDevice`.
 
 use linattn_tensor::{DType, Device, Error, Result, Shape, Tensor};

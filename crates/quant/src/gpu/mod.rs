@@ -1,4 +1,4 @@
-//! GPU kernels of the quantized products `y = x W^T`: WebGPU ([`wgpu`]).
+//! GPU kernels of the quantized products `y = x W^T`: WebGPU ([`wgpu`]) and CUDA ([`cuda`]).
 //!
 //! Formats on the GPU: ggml Q8_0 and Q4_0, fused dequantize + matvec/matmul (the weight
 //! stays in its raw ggml block bytes on the device, `W [out, in]`). `x` is f32, f16 or
@@ -7,8 +7,11 @@
 //!
 //! [`ggml_format_on_gpu`] says which ggml formats have GPU kernels;
 //! [`crate::QuantizedWeight::matmul`] and [`crate::weight::ggml_matmul`] route a GPU `x`
-//! here, uploading a host weight's bytes when needed.
+//! (WebGPU or CUDA) here through [`ggml_matmul_on_device`], uploading a weight that is not
+//! on `x`'s device. The WebGPU kernel is tested on Mesa lavapipe; the CUDA kernel mirrors
+//! it and is compiled to PTX without spills, its conformance test needs a CUDA GPU.
 
+pub mod cuda;
 pub mod wgpu;
 
 use linattn_tensor::{Device, Error, Result, Tensor};
@@ -76,9 +79,12 @@ impl GgmlSizes {
 pub fn ggml_matmul_on_device(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     let device = x.device();
     let format = GgmlFormat::from_dtype(w.dtype())?;
-    if !ggml_format_on_gpu(format) || matches!(device, Device::Cpu | Device::Cuda(_)) {
+    if !ggml_format_on_gpu(format) || matches!(device, Device::Cpu) {
         return Err(Error::NotImplementedOnDevice { op: "ggml_matmul", device: format!("{device} ({format} weight)") });
     }
     let w = w.to_device(&device)?;
-    wgpu::ggml_matmul(&w, x)
+    match device {
+        Device::Wgpu(_) => wgpu::ggml_matmul(&w, x),
+        _ => cuda::ggml_matmul(&w, x),
+    }
 }

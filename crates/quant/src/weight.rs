@@ -3,7 +3,7 @@
 //!
 //! Tensor-level functions validate shapes and dtypes, then dispatch on the device of
 //! `x` in one place, [`dispatch_device`]: CPU runs the kernels of [`crate::cpu`];
-//! ggml Q8_0 / Q4_0 weights with an `x` on WebGPU or CUDA run the kernels of [`crate::gpu`]
+//! ggml weights with kernels on `x`'s GPU (`gpu::ggml_format_on_gpu`) run [`crate::gpu`]
 //! first; every other GPU case returns `Error::NotImplementedOnDevice`.
 
 use linattn_tensor::{DType, Device, Error, Result, Shape, Tensor};
@@ -326,7 +326,7 @@ impl QuantizedWeight {
             return Err(Error::ShapeMismatch { op: "quant_matmul", lhs: x.shape().clone(), rhs: self.shape() });
         }
         if let (QuantizedWeight::Ggml { format, .. }, false) = (self, x.is_cpu())
-            && crate::gpu::ggml_format_on_gpu(*format)
+            && crate::gpu::ggml_format_on_gpu(*format, &x.device())
         {
             self.validate()?;
             return crate::gpu::ggml_matmul_on_device(&self.to_ggml_tensor()?, x);
@@ -352,7 +352,7 @@ fn two_d(shape: &Shape, format: QuantFormat) -> Result<(usize, usize)> {
 /// `x W^T` for a weight given as a tensor of a ggml dtype (`W [out, in]`).
 /// A GPU `x` runs the GPU kernels (Q8_0, Q4_0; a host `w` is uploaded).
 pub fn ggml_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if !x.is_cpu() && GgmlFormat::from_dtype(w.dtype()).is_ok_and(crate::gpu::ggml_format_on_gpu) {
+    if GgmlFormat::from_dtype(w.dtype()).is_ok_and(|f| crate::gpu::ggml_format_on_gpu(f, &x.device())) {
         return crate::gpu::ggml_matmul_on_device(w, x);
     }
     dispatch_device("ggml_matmul", &w.device())?;

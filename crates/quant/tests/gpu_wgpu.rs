@@ -1,4 +1,4 @@
-//! WebGPU fused dequantize-matmul of ggml Q8_0 / Q4_0 weights against the CPU oracle
+//! WebGPU fused dequantize-matmul of ggml Q8_0 / Q4_0 / Q4_K weights against the CPU oracle
 //! (`cpu::reference_matmul` on the dequantized weight, f64 accumulation).
 //!
 //! Runs on any wgpu adapter (Mesa lavapipe on CPU-only machines). Without an adapter the
@@ -118,6 +118,25 @@ fn q4_0_f32_matches_reference() {
 }
 
 #[test]
+fn q4_k_f32_matches_reference() {
+    let Some(dev) = device() else { return };
+    // Q4_K rows hold whole super-blocks of 256.
+    for rows in ROWS {
+        for cols in [256, 4096, 4352] {
+            for m in MS {
+                if m == 64 && rows > 7 && cols > 256 {
+                    continue;
+                }
+                check(&dev, QuantFormat::Q4K, rows, cols, m, DType::F32, 1e-5);
+            }
+        }
+    }
+    check(&dev, QuantFormat::Q4K, 64, 4352, 64, DType::F32, 1e-5);
+    check(&dev, QuantFormat::Q4K, 7, 512, 5, DType::F16, 5e-3);
+    check(&dev, QuantFormat::Q4K, 7, 512, 5, DType::BF16, 2e-2);
+}
+
+#[test]
 fn half_precision_inputs() {
     let Some(dev) = device() else { return };
     for format in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
@@ -146,7 +165,7 @@ fn batched_leading_dims_and_errors() {
     let err = w.matmul(&bad).unwrap_err().to_string();
     assert!(err.contains("[1, 32]") || err.contains("32"), "{err}");
     // Formats without GPU kernels say so.
-    let k = QuantizedWeight::quantize(&values(12, 256), [1, 256], QuantFormat::Q4K).unwrap();
+    let k = QuantizedWeight::quantize(&values(12, 256), [1, 256], QuantFormat::Q6K).unwrap();
     let xk = Tensor::from_f32(&values(13, 256), DType::F32, [1, 256]).unwrap().to_device(&dev).unwrap();
     assert!(matches!(k.matmul(&xk), Err(Error::NotImplementedOnDevice { .. })));
     // A truncated weight buffer is rejected before the dispatch.

@@ -1,11 +1,13 @@
 // quant/ggml_matmul.wgsl: fused dequantize + matmul `y [m, rows] = x [m, cols] W^T` for a
 // ggml block-quantized weight `W [rows, cols]` (Q8_0 or Q4_0), without materializing W.
 //
-// Entry points: ggml_matmul_q8_0, ggml_matmul_q4_0 (the same scheme, different block
-// decoders). One workgroup of 64 invocations per (weight row, tile of TILE_M = 4 rows of
-// x). Invocation `l` walks the row's blocks l, l + 64, ..., decodes each block once and
-// dots it with the (up to) 4 x rows; the 4 x 64 partial sums are then reduced by a
-// shared-memory tree (no subgroup size is assumed). m = 1 is the decode matvec.
+// Entry points: ggml_matmul_q8_0, ggml_matmul_q4_0, ggml_matmul_q4_k (the same scheme,
+// different block decoders). One workgroup of 64 invocations per (weight row, tile of
+// TILE_M = 4 rows of x). Invocation `l` walks the row's work units l, l + 64, ...
+// (a Q8_0 / Q4_0 block of 32, or a quarter of a Q4_K super-block: 64 elements), decodes
+// each unit once and dots it with the (up to) 4 x rows; the 4 x 64 partial sums are then
+// reduced by a shared-memory tree (no subgroup size is assumed). m = 1 is the decode
+// matvec.
 // Grid: rows * ceil(m / TILE_M) workgroups (linear index = tile * rows + row), split over
 // x and y by the host; extra workgroups exit (workgroup-uniform, before any barrier).
 //
@@ -19,7 +21,15 @@
 //   Q8_0, 34 bytes: f16 d (bytes 0..2, little-endian), 32 x i8 qs; element j = d * qs[j].
 //   Q4_0, 18 bytes: f16 d, 16 bytes qs; byte j holds element j (low nibble) and element
 //     j + 16 (high nibble), value (nibble - 8) * d.
-// Blocks are not 4-byte aligned: a block starts at an even byte offset `off`, so d is the
+//   Q4_K, 144 bytes (super-block of 256, word aligned): f16 d (0..2), f16 dmin (2..4),
+//     12 bytes of 6-bit scales / mins for 8 sub-blocks of 32 (4..16), 128 bytes qs
+//     (16..144). Sub-block j: for j < 4 sc = s[j] & 63, mn = s[j + 4] & 63; else
+//     sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4, mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4.
+//     Byte l of the p-th 32-byte group of qs holds element 64p + l (sub-block 2p, low
+//     nibble) and 64p + 32 + l (sub-block 2p + 1, high nibble); value d*sc*q - dmin*mn.
+//     Per unit p: d1 * sum(q x) - dmin*mn1 * sum(x) (+ the same for the high nibbles),
+//     as the CPU `q4_k::dot_block` forms it.
+// Q8_0 / Q4_0 blocks are not 4-byte aligned: a block starts at an even byte offset `off`, so d is the
 // half word at `off` (never straddling a word) and qs starts at off + 2, which is either
 // word aligned or at the middle of a word; 4 consecutive qs bytes are assembled into one
 // u32 from one or two words with shifts, and i8 / nibbles are extracted with shifts and
@@ -78,6 +88,11 @@ fn bytes4(off: u32, g: u32) -> u32 {
         return weight_word(w);
     }
     return (weight_word(w) >> 16u) | (weight_word(w + 1u) << 16u);
+}
+
+// Byte `i` of the weight buffer.
+fn weight_byte(i: u32) -> u32 {
+    return (weight_word(i >> 2u) >> ((i & 3u) * 8u)) & 0xffu;
 }
 
 // Signed byte `k` (0..3) of a packed word.
@@ -143,6 +158,57 @@ fn q4_0_block(off: u32, col0: u32, t0: u32, tokens: u32, acc: ptr<function, arra
     }
     for (var t = 0u; t < tokens; t++) {
         (*acc)[t] = fma(d, sums[t], (*acc)[t]);
+    }
+}
+
+// 6-bit (scale, min) of Q4_K sub-block j (0..8); the 12 packed bytes start at off + 4.
+fn q4_k_scale_min(off: u32, j: u32) -> vec2<u32> {
+    let s = off + 4u;
+    if j < 4u {
+        return vec2<u32>(weight_byte(s + j) & 63u, weight_byte(s + j + 4u) & 63u);
+    }
+    let sc = (weight_byte(s + j + 4u) & 15u) | ((weight_byte(s + j - 4u) >> 6u) << 4u);
+    let mn = (weight_byte(s + j + 4u) >> 4u) | ((weight_byte(s + j) >> 6u) << 4u);
+    return vec2<u32>(sc, mn);
+}
+
+// Quarter p (0..4) of the Q4_K super-block at `off` (word aligned): elements
+// col0 + 64p .. col0 + 64p + 64.
+fn q4_k_unit(off: u32, p: u32, col0: u32, t0: u32, tokens: u32, acc: ptr<function, array<f32, 4>>) {
+    let head = weight_word(off >> 2u);
+    let d = f16_to_f32(head & 0xffffu);
+    let dmin = f16_to_f32(head >> 16u);
+    let sm1 = q4_k_scale_min(off, 2u * p);
+    let sm2 = q4_k_scale_min(off, 2u * p + 1u);
+    let d1 = d * f32(sm1.x);
+    let m1 = dmin * f32(sm1.y);
+    let d2 = d * f32(sm2.x);
+    let m2 = dmin * f32(sm2.y);
+    var s1 = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var s2 = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var x1 = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var x2 = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let qs_word = (off + 16u + 32u * p) >> 2u;
+    for (var g = 0u; g < 8u; g++) {
+        let packed = weight_word(qs_word + g);
+        for (var k = 0u; k < 4u; k++) {
+            let byte = (packed >> (8u * k)) & 0xffu;
+            let lo = f32(byte & 0xfu);
+            let hi = f32(byte >> 4u);
+            let col = col0 + 64u * p + 4u * g + k;
+            for (var t = 0u; t < tokens; t++) {
+                let base = (t0 + t) * params.cols;
+                let xa = load_x(base + col);
+                let xb = load_x(base + col + 32u);
+                s1[t] = fma(lo, xa, s1[t]);
+                s2[t] = fma(hi, xb, s2[t]);
+                x1[t] += xa;
+                x2[t] += xb;
+            }
+        }
+    }
+    for (var t = 0u; t < tokens; t++) {
+        (*acc)[t] += d1 * s1[t] - m1 * x1[t] + d2 * s2[t] - m2 * x2[t];
     }
 }
 
@@ -214,6 +280,26 @@ fn ggml_matmul_q4_0(
     let row_off = tile.row * params.row_bytes;
     for (var b = local; b < params.blocks; b += WORKGROUP) {
         q4_0_block(row_off + b * 18u, b * BLOCK_ELEMS, tile.t0, tile.tokens, &acc);
+    }
+    reduce_and_store(local, tile.row, tile.t0, tile.tokens, acc);
+}
+
+@compute @workgroup_size(64)
+fn ggml_matmul_q4_k(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let tile = tile_of(workgroup_id, num_workgroups);
+    if !tile.valid {
+        return;
+    }
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let row_off = tile.row * params.row_bytes;
+    // params.blocks counts super-blocks of 256; 4 units of 64 elements each.
+    for (var u = local; u < 4u * params.blocks; u += WORKGROUP) {
+        let b = u >> 2u;
+        q4_k_unit(row_off + b * 144u, u & 3u, b * 256u, tile.t0, tile.tokens, &acc);
     }
     reduce_and_store(local, tile.row, tile.t0, tile.tokens, acc);
 }

@@ -1,6 +1,6 @@
 //! GPU kernels of the quantized products `y = x W^T`: WebGPU ([`wgpu`]) and CUDA ([`cuda`]).
 //!
-//! Formats on the GPU: ggml Q8_0 and Q4_0, fused dequantize + matvec/matmul (the weight
+//! Formats on the GPU: ggml Q8_0 and Q4_0 (WebGPU and CUDA), Q4_K (WebGPU), fused dequantize + matvec/matmul (the weight
 //! stays in its raw ggml block bytes on the device, `W [out, in]`). `x` is f32, f16 or
 //! bf16; accumulation is f32; the output has the dtype of `x`. Other formats return
 //! `Error::NotImplementedOnDevice` from [`crate::weight::dispatch_device`].
@@ -18,9 +18,14 @@ use linattn_tensor::{Device, Error, Result, Tensor};
 
 use crate::ggml::GgmlFormat;
 
-/// Whether `format` has GPU kernels (Q8_0 and Q4_0).
-pub fn ggml_format_on_gpu(format: GgmlFormat) -> bool {
-    matches!(format, GgmlFormat::Q8_0 | GgmlFormat::Q4_0)
+/// Whether `format` has kernels on `device`: Q8_0 and Q4_0 on WebGPU and CUDA, Q4_K on
+/// WebGPU only; never on the CPU (that path is [`crate::cpu`]).
+pub fn ggml_format_on_gpu(format: GgmlFormat, device: &Device) -> bool {
+    match device {
+        Device::Cpu => false,
+        Device::Wgpu(_) => wgpu::entry_point(format).is_some(),
+        Device::Cuda(_) => cuda::entry_point(format, "f32").is_some(),
+    }
 }
 
 /// Sizes of one ggml product, checked against the tensors the kernels will read.
@@ -42,7 +47,7 @@ impl GgmlSizes {
     /// = cols) and returns the sizes plus the output dims (`x` dims with the last = rows).
     pub(crate) fn check(op: &'static str, w: &Tensor, x: &Tensor) -> Result<(GgmlSizes, Vec<usize>)> {
         let format = GgmlFormat::from_dtype(w.dtype())?;
-        if !ggml_format_on_gpu(format) {
+        if !ggml_format_on_gpu(format, &x.device()) {
             return Err(Error::NotImplementedOnDevice { op, device: format!("{} ({format} weight)", x.device()) });
         }
         if w.rank() == 0 {
@@ -79,7 +84,7 @@ impl GgmlSizes {
 pub fn ggml_matmul_on_device(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     let device = x.device();
     let format = GgmlFormat::from_dtype(w.dtype())?;
-    if !ggml_format_on_gpu(format) || matches!(device, Device::Cpu) {
+    if !ggml_format_on_gpu(format, &device) {
         return Err(Error::NotImplementedOnDevice { op: "ggml_matmul", device: format!("{device} ({format} weight)") });
     }
     let w = w.to_device(&device)?;

@@ -1,7 +1,7 @@
 //! WebGPU launches of the quantized products (`kernels/wgsl/quant/`).
 //!
-//! - [`ggml_matmul`]: `quant/ggml_matmul.wgsl`, fused dequantize + matmul for Q8_0 and
-//!   Q4_0 weights kept as raw ggml block bytes on the device. One 64-invocation
+//! - [`ggml_matmul`]: `quant/ggml_matmul.wgsl`, fused dequantize + matmul for Q8_0, Q4_0
+//!   and Q4_K weights kept as raw ggml block bytes on the device. One 64-invocation
 //!   workgroup per (weight row, tile of 4 rows of x); m = 1 is the decode matvec.
 //!
 //! `x` is f32, f16 or bf16 (`DTYPE` override); the output `[.., rows]` is a fresh
@@ -46,7 +46,8 @@ pub fn entry_point(format: GgmlFormat) -> Option<&'static str> {
     match format {
         GgmlFormat::Q8_0 => Some("ggml_matmul_q8_0"),
         GgmlFormat::Q4_0 => Some("ggml_matmul_q4_0"),
-        GgmlFormat::Q4K | GgmlFormat::Q6K => None,
+        GgmlFormat::Q4K => Some("ggml_matmul_q4_k"),
+        GgmlFormat::Q6K => None,
     }
 }
 
@@ -57,7 +58,7 @@ fn device_of(op: &str, t: &Tensor) -> Result<WgpuDevice> {
     }
 }
 
-/// `y [.., rows] = x [.., cols] W^T` with `w` a Q8_0 / Q4_0 tensor of shape `[rows, cols]`
+/// `y [.., rows] = x [.., cols] W^T` with `w` a Q8_0 / Q4_0 / Q4_K tensor of shape `[rows, cols]`
 /// (any rank >= 1: leading dims are rows) already on the same wgpu device as `x`.
 pub fn ggml_matmul(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "wgpu ggml_matmul";

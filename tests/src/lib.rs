@@ -4,11 +4,15 @@
 //! - [`harness`]: cases, tolerances, comparison, device opening with skip/require rules.
 //! - [`tensor_ops`]: the tensor core ops.
 //! - [`attn`]: the linear-attention ops (prefill, decode, varlen, feature maps, window).
+//! - [`quant`]: quantized matmul with ggml block weights.
+//! - [`adapters`]: the fused unmerged LoRA forward.
 //! - [`suites`] lists every suite; [`run_suites`] runs them on a device and returns a
 //!   [`Report`] (the `linattn conformance` command prints it as text or JSON).
 
+pub mod adapters;
 pub mod attn;
 pub mod harness;
+pub mod quant;
 pub mod tensor_ops;
 
 use harness::{CaseResult, Status, Suite};
@@ -17,7 +21,11 @@ use serde::Serialize;
 
 /// Every suite, in run order.
 pub fn suites() -> Vec<Suite> {
-    vec![Suite { name: "tensor", cases: tensor_ops::cases }, Suite { name: "attn", cases: attn::cases }]
+    vec![
+        Suite { name: "tensor", cases: tensor_ops::cases }, Suite { name: "attn", cases: attn::cases },
+        Suite { name: "quant", cases: quant::cases },
+        Suite { name: "adapters", cases: adapters::cases },
+    ]
 }
 
 /// Results of a run on one device.

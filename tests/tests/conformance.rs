@@ -42,6 +42,16 @@ macro_rules! device_suites {
             fn attn_ops() {
                 super::run($spec, "attn");
             }
+
+            #[test]
+            fn quant_ops() {
+                super::run($spec, "quant");
+            }
+
+            #[test]
+            fn adapters_ops() {
+                super::run($spec, "adapters");
+            }
         }
     };
 }

@@ -44,7 +44,10 @@ struct Spec {
 
 impl Spec {
     fn label(&self) -> String {
-        let mut s = format!("B{} T{} H{} K{} V{} C{}", self.batch, self.seq_len, self.heads, self.key_dim, self.value_dim, self.chunk);
+        let mut s = format!(
+            "B{} T{} H{} K{} V{} C{}",
+            self.batch, self.seq_len, self.heads, self.key_dim, self.value_dim, self.chunk
+        );
         if let Some(cu) = &self.cu_seqlens {
             s.push_str(&format!(" cu{cu:?}"));
         }
@@ -96,7 +99,11 @@ fn run_gated(spec: &Spec, dtype: DType, device: &Device, reference: bool) -> Res
     let n = spec.sequences();
     let h0 = if spec.initial_state {
         let kv = rng.vec(n * h * k * v, -0.5, 0.5);
-        let z = if spec.normalize { Some(Tensor::from_f32(&rng.vec(n * h * k, 0.1, 1.0), DType::F32, [n, h, k])?.to_device(&dev)?) } else { None };
+        let z = if spec.normalize {
+            Some(Tensor::from_f32(&rng.vec(n * h * k, 0.1, 1.0), DType::F32, [n, h, k])?.to_device(&dev)?)
+        } else {
+            None
+        };
         Some(LinearState { kv: Tensor::from_f32(&kv, DType::F32, [n, h, k, v])?.to_device(&dev)?, z })
     } else {
         None
@@ -115,7 +122,8 @@ fn run_gated(spec: &Spec, dtype: DType, device: &Device, reference: bool) -> Res
         Gate::PerToken(div) | Gate::PerKey(div) => {
             let per_key = matches!(spec.gate, Gate::PerKey(_));
             let dims: Vec<usize> = if per_key { vec![b, t, h, k] } else { vec![b, t, h] };
-            let g: Vec<f32> = rng.vec(dims.iter().product(), -4.0, 4.0).into_iter().map(|x| logsigmoid(x) / div).collect();
+            let g: Vec<f32> =
+                rng.vec(dims.iter().product(), -4.0, 4.0).into_iter().map(|x| logsigmoid(x) / div).collect();
             let gt = upload(&g, DType::F32, &dims, &dev)?;
             match (per_key, reference) {
                 (false, true) => attn::simple_gla_reference(&qt, &kt, &vt, &gt, &opts)?,
@@ -127,7 +135,11 @@ fn run_gated(spec: &Spec, dtype: DType, device: &Device, reference: bool) -> Res
         Gate::PerHead => {
             let g: Vec<f32> = (0..h).map(|i| -(2f32.powi(-(5 + i as i32)))).collect();
             let gt = upload(&g, DType::F32, &[h], &dev)?;
-            if reference { attn::simple_gla_reference(&qt, &kt, &vt, &gt, &opts)? } else { attn::simple_gla(&qt, &kt, &vt, &gt, &opts)? }
+            if reference {
+                attn::simple_gla_reference(&qt, &kt, &vt, &gt, &opts)?
+            } else {
+                attn::simple_gla(&qt, &kt, &vt, &gt, &opts)?
+            }
         }
     };
     flatten(&out)
@@ -142,7 +154,20 @@ fn gated_case(spec: Spec, dtype: DType) -> Case {
 
 fn spec(op: &'static str, dims: (usize, usize, usize, usize, usize), chunk: usize, gate: Gate) -> Spec {
     let (batch, seq_len, heads, key_dim, value_dim) = dims;
-    Spec { op, batch, seq_len, heads, key_dim, value_dim, chunk, gate, normalize: false, cu_seqlens: None, initial_state: false, extreme: false }
+    Spec {
+        op,
+        batch,
+        seq_len,
+        heads,
+        key_dim,
+        value_dim,
+        chunk,
+        gate,
+        normalize: false,
+        cu_seqlens: None,
+        initial_state: false,
+        extreme: false,
+    }
 }
 
 fn gated_specs() -> Vec<Spec> {
@@ -156,7 +181,10 @@ fn gated_specs() -> Vec<Spec> {
         spec("simple_gla", (1, 300, 2, 100, 128), 64, Gate::PerToken(16.0)),
         spec("simple_gla_retnet", (1, 4500, 1, 32, 32), 64, Gate::PerHead),
         Spec { extreme: true, ..spec("simple_gla_extreme", (1, 700, 2, 32, 32), 64, Gate::PerToken(0.1)) },
-        Spec { cu_seqlens: Some(vec![0, 5, 70, 70, 133]), ..spec("simple_gla_varlen", (1, 133, 2, 32, 48), 64, Gate::PerToken(16.0)) },
+        Spec {
+            cu_seqlens: Some(vec![0, 5, 70, 70, 133]),
+            ..spec("simple_gla_varlen", (1, 133, 2, 32, 48), 64, Gate::PerToken(16.0))
+        },
         Spec { initial_state: true, ..spec("simple_gla_h0", (2, 77, 2, 32, 16), 16, Gate::PerToken(16.0)) },
         spec("gla", (1, 65, 2, 32, 64), 16, Gate::PerKey(16.0)),
         spec("gla", (2, 200, 1, 64, 60), 64, Gate::PerKey(16.0)),
@@ -181,14 +209,16 @@ fn decode_case(dtype: DType, per_key: bool) -> Case {
         let mut got = Vec::new();
         let mut want = Vec::new();
         let kv0 = rng.vec(n * h * k * v, -0.5, 0.5);
-        let mut state_dev = LinearState { kv: Tensor::from_f32(&kv0, DType::F32, [n, h, k, v])?.to_device(dev)?, z: None };
+        let mut state_dev =
+            LinearState { kv: Tensor::from_f32(&kv0, DType::F32, [n, h, k, v])?.to_device(dev)?, z: None };
         let mut state_ref = LinearState { kv: Tensor::from_f32(&kv0, DType::F32, [n, h, k, v])?, z: None };
         for _ in 0..steps {
             let q = round_to(&rng.vec(n * h * k, -1.0, 1.0), dtype);
             let kk = round_to(&rng.vec(n * h * k, -1.0, 1.0), dtype);
             let vv = round_to(&rng.vec(n * h * v, -1.0, 1.0), dtype);
             let gdims: Vec<usize> = if per_key { vec![n, h, k] } else { vec![n, h] };
-            let g: Vec<f32> = rng.vec(gdims.iter().product(), -4.0, 4.0).into_iter().map(|x| logsigmoid(x) / 16.0).collect();
+            let g: Vec<f32> =
+                rng.vec(gdims.iter().product(), -4.0, 4.0).into_iter().map(|x| logsigmoid(x) / 16.0).collect();
             // Device: the batched decode step. Oracle: the f64 reference run as a one-token
             // prefill of each sequence from the same state.
             let qt = upload(&q, dtype, &[n, h, k], dev)?;
@@ -230,7 +260,8 @@ fn hedgehog_case(dtype: DType) -> Case {
         let mut rng = TestRng::new(5);
         let x = round_to(&rng.vec(b * t * h * d, -2.0, 2.0), dtype);
         let w = round_to(&rng.vec(h * d * f, -0.5, 0.5), dtype);
-        let got = attn::hedgehog_feature_map(&upload(&x, dtype, &[b, t, h, d], dev)?, &upload(&w, dtype, &[h, d, f], dev)?)?;
+        let got =
+            attn::hedgehog_feature_map(&upload(&x, dtype, &[b, t, h, d], dev)?, &upload(&w, dtype, &[h, d, f], dev)?)?;
         let want = attn::hedgehog_feature_map_reference(
             &upload(&x, dtype, &[b, t, h, d], &Device::Cpu)?,
             &upload(&w, dtype, &[h, d, f], &Device::Cpu)?,
@@ -254,7 +285,12 @@ fn window_case(dtype: DType, seq_len: usize, window: usize) -> Case {
         for (target, reference) in [(dev.clone(), false), (Device::Cpu, true)] {
             let fq = upload(&wq, DType::F32, &[h, d, f], &target)?;
             let fk = upload(&wk, DType::F32, &[h, d, f], &target)?;
-            let opts = WindowOptions { window, q_feature_map: Some(&fq), k_feature_map: Some(&fk), ..WindowOptions::default() };
+            let opts = WindowOptions {
+                window,
+                q_feature_map: Some(&fq),
+                k_feature_map: Some(&fk),
+                ..WindowOptions::default()
+            };
             let (qt, kt, vt) = (
                 upload(&q, dtype, &[b, seq_len, h, d], &target)?,
                 upload(&k, dtype, &[b, seq_len, h, d], &target)?,

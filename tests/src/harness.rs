@@ -193,7 +193,8 @@ pub fn run_case(suite: &str, case: &Case, device: &Device) -> CaseResult {
             result.max_abs_err = c.max_abs_err;
             result.rel_rms_err = c.rel_rms_err;
             if out.got.len() != out.want.len() {
-                result.detail = format!("length mismatch: got {} values, reference has {}", out.got.len(), out.want.len());
+                result.detail =
+                    format!("length mismatch: got {} values, reference has {}", out.got.len(), out.want.len());
             } else if c.outside == 0 && c.rel_rms_err <= case.tolerance.rel_rms {
                 result.status = Status::Passed;
             } else {
@@ -238,11 +239,7 @@ pub fn open_device(spec: &str) -> DeviceOutcome {
         Err(err @ Error::DeviceUnavailable { .. }) => {
             let required = linattn_tensor::gpu_required()
                 || (spec.starts_with("wgpu") && matches!(std::env::var("LINATTN_REQUIRE_WGPU").as_deref(), Ok("1")));
-            if required {
-                DeviceOutcome::Missing(err.to_string())
-            } else {
-                DeviceOutcome::Skip(err.to_string())
-            }
+            if required { DeviceOutcome::Missing(err.to_string()) } else { DeviceOutcome::Skip(err.to_string()) }
         }
         Err(err) => DeviceOutcome::Missing(err.to_string()),
     }
@@ -322,9 +319,8 @@ mod tests {
         let r = run_case("self", &case, &Device::Cpu);
         assert_eq!(r.status, Status::Failed);
         assert!(r.detail.contains("[2] got 3.1 want 3"), "{}", r.detail);
-        let err_case = Case::new("err", DType::F32, "[1]", Tolerance::for_dtype(DType::F32), |_| {
-            Err(Error::invalid("boom"))
-        });
+        let err_case =
+            Case::new("err", DType::F32, "[1]", Tolerance::for_dtype(DType::F32), |_| Err(Error::invalid("boom")));
         assert_eq!(run_case("self", &err_case, &Device::Cpu).status, Status::Failed);
     }
 }

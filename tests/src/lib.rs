@@ -22,7 +22,8 @@ use serde::Serialize;
 /// Every suite, in run order.
 pub fn suites() -> Vec<Suite> {
     vec![
-        Suite { name: "tensor", cases: tensor_ops::cases }, Suite { name: "attn", cases: attn::cases },
+        Suite { name: "tensor", cases: tensor_ops::cases },
+        Suite { name: "attn", cases: attn::cases },
         Suite { name: "quant", cases: quant::cases },
         Suite { name: "adapters", cases: adapters::cases },
     ]

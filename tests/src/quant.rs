@@ -27,19 +27,24 @@ pub fn cases() -> Vec<Case> {
         for (rows, cols, m) in [(7usize, 256usize, 1usize), (64, 4096, 1), (33, 512, 5), (130, 1024, 16)] {
             for dtype in [DType::F32, DType::BF16] {
                 let label = format!("W[{rows}, {cols}] x[{m}, {cols}]");
-                out.push(Case::new(format!("ggml_matmul_{}", format.name()), dtype, label, tolerance(dtype), move |dev| {
-                    let mut rng = TestRng::new(rows as u64 * 7 + cols as u64);
-                    let w = Tensor::from_f32(&rng.vec(rows * cols, -1.0, 1.0), DType::F32, [rows, cols])?;
-                    let wq = quantize_tensor(&w, format)?;
-                    let w_deq = dequantize_tensor(&wq)?.to_f32_vec()?;
-                    let x = round_to(&rng.vec(m * cols, -1.0, 1.0), dtype);
-                    let got = ggml_matmul(&upload(&x, dtype, &[m, cols], dev)?, &wq.to_device(dev)?)?;
-                    let want = reference_matmul(&w_deq, rows, cols, &x, m);
-                    Ok(CaseOutput { got: got.to_f32_vec()?, want })
-                }));
+                out.push(Case::new(
+                    format!("ggml_matmul_{}", format.name()),
+                    dtype,
+                    label,
+                    tolerance(dtype),
+                    move |dev| {
+                        let mut rng = TestRng::new(rows as u64 * 7 + cols as u64);
+                        let w = Tensor::from_f32(&rng.vec(rows * cols, -1.0, 1.0), DType::F32, [rows, cols])?;
+                        let wq = quantize_tensor(&w, format)?;
+                        let w_deq = dequantize_tensor(&wq)?.to_f32_vec()?;
+                        let x = round_to(&rng.vec(m * cols, -1.0, 1.0), dtype);
+                        let got = ggml_matmul(&upload(&x, dtype, &[m, cols], dev)?, &wq.to_device(dev)?)?;
+                        let want = reference_matmul(&w_deq, rows, cols, &x, m);
+                        Ok(CaseOutput { got: got.to_f32_vec()?, want })
+                    },
+                ));
             }
         }
     }
     out
 }
-

@@ -23,8 +23,7 @@ fn run(spec: &str, suite: &str) {
     };
     println!("device: {} ({})", device.name(), device.kind());
     let report = linattn_conformance::run_suites(&device, Some(suite), |r| println!("{}", r.line()));
-    let failed: Vec<String> =
-        report.cases.iter().filter(|c| c.status == Status::Failed).map(|c| c.line()).collect();
+    let failed: Vec<String> = report.cases.iter().filter(|c| c.status == Status::Failed).map(|c| c.line()).collect();
     let _ = writeln!(std::io::stderr(), "{} [{suite} on {}]", report.summary(), device.name());
     assert!(report.passed > 0, "no case of suite `{suite}` ran on {spec}");
     assert!(failed.is_empty(), "{} case(s) failed on {spec}:\n{}", failed.len(), failed.join("\n"));

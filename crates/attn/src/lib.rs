@@ -32,5 +32,6 @@ pub use gated::{gla, gla_reference, linear_attn, linear_attn_reference, simple_g
 pub use options::{AttnOptions, AttnOutput, CHUNK_SIZES, DEFAULT_CHUNK_SIZE, LinearState};
 pub use run_named::run_named;
 pub use window::{
-    DEFAULT_WINDOW, WindowOptions, WindowOutput, WindowState, window_linear, window_linear_reference, window_linear_step,
+    DEFAULT_WINDOW, WindowOptions, WindowOutput, WindowState, window_linear, window_linear_reference,
+    window_linear_step,
 };

@@ -79,8 +79,18 @@ fn window_layer(device: &Device, a: &Args, x: &Inputs, failures: &mut usize) -> 
         let maps_cpu = maps.to_device(&Device::Cpu)?;
         let ref_opts = WindowOptions { q_feature_map: Some(&maps_cpu), k_feature_map: Some(&maps_cpu), ..opts };
         let cpu = |v: &[f32]| Tensor::from_slice(&v[..t * h * d], [1, t, h, d]);
-        let reference = attn::window_linear_reference(&cpu(&x.q)?, &cpu(&x.k)?, &cpu(&x.v)?, &factor.to_device(&Device::Cpu)?, &ref_opts)?;
-        check("window_linear prefill vs f64 reference", relative_rms_error(&reference.output.to_f32_vec()?, &full_out), failures);
+        let reference = attn::window_linear_reference(
+            &cpu(&x.q)?,
+            &cpu(&x.k)?,
+            &cpu(&x.v)?,
+            &factor.to_device(&Device::Cpu)?,
+            &ref_opts,
+        )?;
+        check(
+            "window_linear prefill vs f64 reference",
+            relative_rms_error(&reference.output.to_f32_vec()?, &full_out),
+            failures,
+        );
     }
     let prefix = a.seq_len;
     let pre = attn::window_linear(&up(&x.q, prefix, d)?, &up(&x.k, prefix, d)?, &up(&x.v, prefix, d)?, &factor, &opts)?;
@@ -94,7 +104,11 @@ fn window_layer(device: &Device, a: &Args, x: &Inputs, failures: &mut usize) -> 
         state = step.state;
     }
     let decode_ms = start.elapsed().as_secs_f64() * 1e3;
-    println!("  window_linear decode {n_dec} tokens: {:.3} ms/token (state: S [{h}, {}, {d}], W=64 KV cache)", decode_ms / n_dec.max(1) as f64, 2 * features);
+    println!(
+        "  window_linear decode {n_dec} tokens: {:.3} ms/token (state: S [{h}, {}, {d}], W=64 KV cache)",
+        decode_ms / n_dec.max(1) as f64,
+        2 * features
+    );
     let tail = &full_out[prefix * h * d..];
     check("prefill + decode steps vs full prefill", relative_rms_error(tail, &decoded), failures);
     Ok(())
@@ -108,7 +122,8 @@ fn simple_gla_layer(device: &Device, a: &Args, x: &Inputs, failures: &mut usize)
     let g = Tensor::from_slice(&decay, [h])?;
     let opts = AttnOptions::default();
     let start = Instant::now();
-    let out = attn::simple_gla(&mk(&x.q, device)?, &mk(&x.k, device)?, &mk(&x.v, device)?, &g.to_device(device)?, &opts)?;
+    let out =
+        attn::simple_gla(&mk(&x.q, device)?, &mk(&x.k, device)?, &mk(&x.v, device)?, &g.to_device(device)?, &opts)?;
     let got = out.output.to_f32_vec()?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
     println!("  simple_gla (RetNet decay) prefill T={t}: {ms:.1} ms ({:.0} tokens/s)", t as f64 / ms * 1e3);

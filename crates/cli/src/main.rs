@@ -16,7 +16,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "linattn", version, about = "Linear-attention kernels, quantization and adapters on CPU, CUDA and WebGPU")]
+#[command(
+    name = "linattn",
+    version,
+    about = "Linear-attention kernels, quantization and adapters on CPU, CUDA and WebGPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -231,8 +231,11 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// One stored tensor: key, safetensors dtype, shape, bytes.
+pub type StoredEntry = (String, Dtype, Vec<usize>, Vec<u8>);
+
 /// The tensors (key, dtype, shape, bytes) that store `w` under `weight_key`.
-pub fn weight_entries(weight_key: &str, w: &QuantizedWeight) -> Result<Vec<(String, Dtype, Vec<usize>, Vec<u8>)>> {
+pub fn weight_entries(weight_key: &str, w: &QuantizedWeight) -> Result<Vec<StoredEntry>> {
     let prefix = weight_key.strip_suffix(".weight").unwrap_or(weight_key);
     let mut out = Vec::new();
     match w {

@@ -96,7 +96,7 @@ fn int8_matches_bitsandbytes_and_mixed_matmul_is_close() {
     let ours = Int8Weight::quantize(&input, 24, 96).unwrap();
     assert_eq!(ours.data.as_slice(), f["int8.weight"].bytes.as_slice(), "CB");
     assert_eq!(ours.scb, f["int8.SCB"].f32s(), "SCB");
-    let loaded = checkpoint::load_weight(&common::fixture("bnb_int8.safetensors"), "int8.weight").unwrap();
+    let loaded = checkpoint::load_weight(common::fixture("bnb_int8.safetensors"), "int8.weight").unwrap();
     assert_eq!(loaded.format(), QuantFormat::Int8);
     let deq = loaded.dequantize_f32().unwrap();
     for (r, (xr, dr)) in input.chunks(96).zip(deq.chunks(96)).enumerate() {

@@ -57,9 +57,9 @@ impl Device {
             "wgpu" | "webgpu" => Device::wgpu(),
             "cuda" | "gpu" => Device::cuda(0),
             s if s.starts_with("cuda:") => {
-                let ordinal = s[5..].parse::<usize>().map_err(|_| {
-                    Error::invalid(format!("device `{spec}`: expected cuda:N with N a GPU index"))
-                })?;
+                let ordinal = s[5..]
+                    .parse::<usize>()
+                    .map_err(|_| Error::invalid(format!("device `{spec}`: expected cuda:N with N a GPU index")))?;
                 Device::cuda(ordinal)
             }
             _ => Err(Error::invalid(format!("unknown device `{spec}`: expected cpu, cuda, cuda:N or wgpu"))),

@@ -95,7 +95,7 @@ impl DType {
     /// Bytes needed to store `numel` logical elements.
     pub fn storage_bytes(self, numel: usize) -> Result<usize> {
         let block = self.block_elems();
-        if numel % block != 0 {
+        if !numel.is_multiple_of(block) {
             return Err(Error::InvalidArgument(format!(
                 "{numel} elements of {self} do not fill whole blocks of {block}"
             )));

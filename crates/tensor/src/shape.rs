@@ -26,9 +26,10 @@ impl Shape {
 
     /// Number of elements, or an error if it overflows `usize`.
     pub fn checked_numel(&self) -> Result<usize> {
-        self.0.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
-            Error::InvalidArgument(format!("shape {self} has more elements than fit in usize"))
-        })
+        self.0
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| Error::InvalidArgument(format!("shape {self} has more elements than fit in usize")))
     }
 
     /// Size of dimension `i`, with an error naming the shape when out of range.

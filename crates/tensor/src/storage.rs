@@ -51,9 +51,8 @@ impl CpuBuffer {
 
     /// Views the bytes as `T`s; errors if the length is not a multiple of `size_of::<T>()`.
     pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
-        bytemuck::try_cast_slice(self.as_bytes()).map_err(|e| {
-            Error::invalid(format!("cannot view {} bytes as {}: {e:?}", self.len, T::DTYPE))
-        })
+        bytemuck::try_cast_slice(self.as_bytes())
+            .map_err(|e| Error::invalid(format!("cannot view {} bytes as {}: {e:?}", self.len, T::DTYPE)))
     }
 
     pub fn as_slice_mut<T: Element>(&mut self) -> Result<&mut [T]> {

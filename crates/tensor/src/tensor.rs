@@ -188,7 +188,11 @@ impl Tensor {
             DType::BF16 => host.as_slice::<bf16>()?.iter().map(|v| v.to_f32()).collect(),
             DType::F64 => host.as_slice::<f64>()?.iter().map(|&v| v as f32).collect(),
             dtype => {
-                return Err(Error::UnsupportedDType { op: "to_f32_vec", dtype, detail: "expected a float dtype".into() });
+                return Err(Error::UnsupportedDType {
+                    op: "to_f32_vec",
+                    dtype,
+                    detail: "expected a float dtype".into(),
+                });
             }
         })
     }

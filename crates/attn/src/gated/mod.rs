@@ -128,8 +128,12 @@ fn run_gpu_chunked(
     };
     let initial = opts.initial_state.map(|s| &s.kv);
     let (output, kv) = match &p.device {
-        Device::Wgpu(_) => crate::gpu::wgpu::chunk_forward(q, k, v, gpu_gate, initial, opts.cu_seqlens, p.scale, p.chunk)?,
-        Device::Cuda(_) => crate::gpu::cuda::chunk_forward(q, k, v, gpu_gate, initial, opts.cu_seqlens, p.scale, p.chunk)?,
+        Device::Wgpu(_) => {
+            crate::gpu::wgpu::chunk_forward(q, k, v, gpu_gate, initial, opts.cu_seqlens, p.scale, p.chunk)?
+        }
+        Device::Cuda(_) => {
+            crate::gpu::cuda::chunk_forward(q, k, v, gpu_gate, initial, opts.cu_seqlens, p.scale, p.chunk)?
+        }
         Device::Cpu => return Err(Error::invalid("the GPU chunk kernel was asked to run on the CPU")),
     };
     Ok(AttnOutput { output, final_state: LinearState { kv, z: None } })

@@ -31,7 +31,8 @@ pub fn peers_dir() -> Option<PathBuf> {
 /// Runs `script` (relative to the peers folder) with `args`; returns the JSON objects it
 /// printed, or an error naming why the peer could not run.
 pub fn run_peer(script: &str, args: &[String]) -> Result<Vec<serde_json::Value>> {
-    let dir = peers_dir().ok_or_else(|| Error::invalid("peer scripts not found (set LINATTN_PEERS to benches/peers)"))?;
+    let dir =
+        peers_dir().ok_or_else(|| Error::invalid("peer scripts not found (set LINATTN_PEERS to benches/peers)"))?;
     run_script(&dir.join(script), args)
 }
 
@@ -49,6 +50,9 @@ fn run_script(path: &Path, args: &[String]) -> Result<Vec<serde_json::Value>> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.trim_start().starts_with('{'))
-        .map(|l| serde_json::from_str(l).map_err(|e| Error::invalid(format!("peer {} printed bad JSON: {e}", path.display()))))
+        .map(|l| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::invalid(format!("peer {} printed bad JSON: {e}", path.display())))
+        })
         .collect()
 }

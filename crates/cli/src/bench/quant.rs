@@ -49,7 +49,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let mut records = Vec::new();
     for shape in &args.shapes {
         let (rows, cols) = parse_shape(shape)?;
-        let values: Vec<f32> = (0..rows * cols).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
+        let values: Vec<f32> =
+            (0..rows * cols).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
         for format in &args.formats {
             let weight = QuantizedWeight::quantize(&values, [rows, cols], QuantFormat::parse(format)?)?;
             let bytes = weight.storage_bytes();
@@ -57,7 +58,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 let x: Vec<f32> = (0..m * cols).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
                 let mut y = vec![0f32; m * rows];
                 let t = timing::time_runs(&device, 2, 7, 1.0, || {
-                    if m == 1 { weight.matvec_into(kernel, &x, &mut y) } else { weight.matmul_into(kernel, &x, m, &mut y) }
+                    if m == 1 {
+                        weight.matvec_into(kernel, &x, &mut y)
+                    } else {
+                        weight.matmul_into(kernel, &x, m, &mut y)
+                    }
                 })?;
                 let gbps = bytes as f64 / (t.median_ms * 1e-3) / 1e9;
                 let rec = json!({
@@ -79,7 +84,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             report::machine(),
             report::today(),
             report::commit(),
-            report::markdown_table(&records, &["op", "format", "kernel", "out", "in", "batch", "ms", "gbps", "fraction_of_bandwidth"])
+            report::markdown_table(
+                &records,
+                &["op", "format", "kernel", "out", "in", "batch", "ms", "gbps", "fraction_of_bandwidth"]
+            )
         );
         report::update_markdown_section(path, "Quantization: CPU matvec", &body)?;
     }

@@ -15,7 +15,11 @@ pub fn emit(record: &Value) {
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cpu}, {} threads", rayon::current_num_threads())
 }
@@ -95,7 +99,13 @@ pub fn markdown_table(records: &[Value], columns: &[&str]) -> String {
             .map(|c| match r.get(*c) {
                 Some(Value::Number(n)) => {
                     let f = n.as_f64().unwrap_or(0.0);
-                    if n.is_i64() || n.is_u64() { n.to_string() } else if f.abs() >= 100.0 { format!("{f:.1}") } else { format!("{f:.3}") }
+                    if n.is_i64() || n.is_u64() {
+                        n.to_string()
+                    } else if f.abs() >= 100.0 {
+                        format!("{f:.1}")
+                    } else {
+                        format!("{f:.3}")
+                    }
                 }
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Null) | None => "-".into(),

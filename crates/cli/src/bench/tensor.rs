@@ -41,7 +41,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             "ms": t.median_ms, "min_ms": t.min_ms, "max_ms": t.max_ms, "runs": t.runs, "tflops": flops / (t.median_ms * 1e-3) / 1e12,
         });
         if !args.no_peer {
-            match peer::run_peer("tensor_torch.py", &["--n".into(), n.to_string(), "--dtype".into(), dtype.name().into()]) {
+            match peer::run_peer(
+                "tensor_torch.py",
+                &["--n".into(), n.to_string(), "--dtype".into(), dtype.name().into()],
+            ) {
                 Ok(lines) => {
                     if let Some(ms) = lines.first().and_then(|l| l.get("ms")).and_then(|v| v.as_f64()) {
                         rec["torch_ms"] = json!(ms);
@@ -62,7 +65,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             report::commit(),
             args.device,
             args.dtype,
-            report::markdown_table(&records, &["op", "device", "dtype", "M", "ms", "tflops", "torch_ms", "speedup_vs_torch"])
+            report::markdown_table(
+                &records,
+                &["op", "device", "dtype", "M", "ms", "tflops", "torch_ms", "speedup_vs_torch"]
+            )
         );
         report::update_markdown_section(path, "Tensor core: matmul", &body)?;
     }

@@ -16,7 +16,13 @@ pub struct Timing {
 
 /// Runs `f` `warmup` times, then until `min_runs` runs and at least `min_total_s`
 /// seconds (at most `max_runs`), synchronizing `device` after each run.
-pub fn time_runs(device: &Device, warmup: usize, min_runs: usize, min_total_s: f64, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+pub fn time_runs(
+    device: &Device,
+    warmup: usize,
+    min_runs: usize,
+    min_total_s: f64,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Timing> {
     const MAX_RUNS: usize = 200;
     for _ in 0..warmup {
         f()?;
@@ -44,7 +50,12 @@ pub fn summarize(samples: &mut [f64]) -> Timing {
     } else {
         0.5 * (samples[n / 2 - 1] + samples[n / 2])
     };
-    Timing { median_ms, min_ms: samples.first().copied().unwrap_or(f64::NAN), max_ms: samples.last().copied().unwrap_or(f64::NAN), runs: n }
+    Timing {
+        median_ms,
+        min_ms: samples.first().copied().unwrap_or(f64::NAN),
+        max_ms: samples.last().copied().unwrap_or(f64::NAN),
+        runs: n,
+    }
 }
 
 #[cfg(test)]

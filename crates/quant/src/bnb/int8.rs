@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use crate::bytes::ByteView;
 
 /// bitsandbytes' reciprocal of 127 as stored in its dequantize kernel.
-const INV_127: f32 = 7.874_015_718_698_502e-3;
+const INV_127: f32 = 7.874_016e-3;
 /// bitsandbytes' 1/127^2 in `int8_mm_dequant`.
 const INV_127_SQ: f32 = 6.200_124e-5;
 

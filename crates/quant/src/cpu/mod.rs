@@ -100,6 +100,7 @@ pub(crate) fn ggml_row_dot(kernel: CpuKernel, format: GgmlFormat, row: &[u8], x:
     }
 }
 
+#[allow(clippy::too_many_arguments)] // mirrors the kernel entry points it validates
 fn check_dims(
     what: &str,
     weight_len: usize,

@@ -77,7 +77,7 @@ impl GgmlFormat {
 
     /// Bytes of one row of `cols` elements; errors if `cols` is not a multiple of the block.
     pub fn row_bytes(self, cols: usize) -> Result<usize> {
-        if cols % self.block_elems() != 0 {
+        if !cols.is_multiple_of(self.block_elems()) {
             return Err(Error::invalid(format!(
                 "{}: row of {cols} elements is not a multiple of the block size {}",
                 self.dtype(),
@@ -135,7 +135,7 @@ pub(crate) fn nearest_int(v: f32) -> i32 {
 /// independent, so this runs in parallel over blocks. Non-finite input is an error.
 pub fn quantize(format: GgmlFormat, values: &[f32]) -> Result<Vec<u8>> {
     let be = format.block_elems();
-    if values.len() % be != 0 {
+    if !values.len().is_multiple_of(be) {
         return Err(Error::invalid(format!(
             "quantize {format}: {} values do not fill whole blocks of {be}",
             values.len()
@@ -157,7 +157,7 @@ pub fn quantize(format: GgmlFormat, values: &[f32]) -> Result<Vec<u8>> {
 /// Dequantizes whole blocks into `out` (`out.len()` = blocks * block_elems).
 pub fn dequantize_into(format: GgmlFormat, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let (be, bb) = (format.block_elems(), format.block_bytes());
-    if bytes.len() % bb != 0 || bytes.len() / bb * be != out.len() {
+    if !bytes.len().is_multiple_of(bb) || bytes.len() / bb * be != out.len() {
         return Err(Error::invalid(format!(
             "dequantize {format}: {} bytes are not {} whole blocks of {bb} bytes for {} outputs",
             bytes.len(),
@@ -176,7 +176,7 @@ pub fn dequantize_into(format: GgmlFormat, bytes: &[u8], out: &mut [f32]) -> Res
 /// Dequantizes whole blocks into a new vector.
 pub fn dequantize(format: GgmlFormat, bytes: &[u8]) -> Result<Vec<f32>> {
     let bb = format.block_bytes();
-    if bytes.len() % bb != 0 {
+    if !bytes.len().is_multiple_of(bb) {
         return Err(Error::invalid(format!(
             "dequantize {format}: {} bytes are not whole {bb}-byte blocks",
             bytes.len()
@@ -191,7 +191,7 @@ pub fn dequantize(format: GgmlFormat, bytes: &[u8]) -> Result<Vec<f32>> {
 /// a CPU tensor of the ggml `dtype` with the same logical shape.
 pub fn quantize_tensor(t: &Tensor, dtype: DType) -> Result<Tensor> {
     let format = GgmlFormat::from_dtype(dtype)?;
-    if t.rank() == 0 || t.shape().last_dim() % format.block_elems() != 0 {
+    if t.rank() == 0 || !t.shape().last_dim().is_multiple_of(format.block_elems()) {
         return Err(Error::invalid(format!(
             "quantize to {dtype}: tensor of shape {} needs a last dimension that is a multiple of {}",
             t.shape(),

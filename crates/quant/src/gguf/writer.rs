@@ -115,7 +115,7 @@ impl GgufWriter {
     pub fn add_tensor_bytes(&mut self, name: &str, ggml_type: u32, shape: &Shape, bytes: Vec<u8>) -> Result<()> {
         let (tname, be, bb) = ggml_type_info(ggml_type)
             .ok_or_else(|| Error::invalid(format!("tensor `{name}`: unknown ggml type {ggml_type}")))?;
-        if shape.rank() == 0 || shape.rank() > 4 || shape.last_dim() % be != 0 {
+        if shape.rank() == 0 || shape.rank() > 4 || !shape.last_dim().is_multiple_of(be) {
             return Err(Error::invalid(format!(
                 "tensor `{name}`: shape {shape} is not valid for {tname} (rank 1..=4, last dim a multiple of {be})"
             )));

@@ -2,7 +2,7 @@
 //!
 //! A crate declares each of its PTX files once as a static [`PtxModule`] with the text
 //! embedded at build time:
-//! ```ignore
+//! ```text
 //! pub static CHUNK_FWD: PtxModule =
 //!     PtxModule { name: "attn/chunk_fwd", ptx: include_str!("../../../kernels/ptx/attn/chunk_fwd.ptx") };
 //! ```

@@ -57,13 +57,13 @@ pub fn tensor_from_f32(values: Vec<f32>, dtype: DType, dims: &[usize]) -> Result
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (av, bv) = (f32_values(a)?, f32_values(b)?);
     let mut out = vec![0f32; av.len()];
-    out.par_chunks_mut(PAR_MIN_ELEMS)
-        .zip(av.par_chunks(PAR_MIN_ELEMS).zip(bv.par_chunks(PAR_MIN_ELEMS)))
-        .for_each(|(o, (x, y))| {
+    out.par_chunks_mut(PAR_MIN_ELEMS).zip(av.par_chunks(PAR_MIN_ELEMS).zip(bv.par_chunks(PAR_MIN_ELEMS))).for_each(
+        |(o, (x, y))| {
             for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
                 *o = op.apply(x, y);
             }
-        });
+        },
+    );
     tensor_from_f32(out, a.dtype(), a.dims())
 }
 
@@ -88,8 +88,11 @@ pub fn matmul_f32(a: &[f32], b: &[f32], d: &MatmulDims) -> Vec<f32> {
         return c;
     }
     let threads = rayon::current_num_threads();
-    let parallelism =
-        if threads > 1 && d.m * d.n * d.k >= 1 << 15 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let parallelism = if threads > 1 && d.m * d.n * d.k >= 1 << 15 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // Row-major strides: A[i, p] at i*k + p; B[p, j] at p*n + j, or B^T: B[j, p] at j*k + p.
     let (b_rs, b_cs) = if d.rhs_transposed { (1isize, d.k as isize) } else { (d.n as isize, 1isize) };
     for bi in 0..d.batch {

@@ -8,6 +8,7 @@ pub mod peer;
 pub mod report;
 pub mod timing;
 mod adapters;
+mod attn;
 mod tensor;
 
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Area {
     Tensor(tensor::Args),
     /// Fused unmerged LoRA forward against the base matmul alone.
     Adapters(adapters::Args),
+    /// Linear-attention ops (prefill and decode step) against PyTorch / fla peers.
+    Attn(attn::Args),
     /// Memory read bandwidth of this machine (the peer of bandwidth-bound kernels).
     Membw,
 }
@@ -34,6 +37,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     match &args.area {
         Area::Tensor(a) => tensor::run(a),
         Area::Adapters(a) => adapters::run(a),
+        Area::Attn(a) => attn::run(a),
         Area::Membw => {
             let gbps = membw::read_bandwidth_gbps(5);
             report::emit(&serde_json::json!({ "op": "memory_read", "device": "cpu", "gbps": gbps, "bytes": membw::SCAN_BYTES }));

@@ -3,13 +3,14 @@
 //! in the same run) and, with `--update-docs FILE`, rewrites that area's section of
 //! `docs/benchmarks.md` with the machine, date and commit.
 
-pub mod membw;
-pub mod peer;
-pub mod report;
-pub mod timing;
 mod adapters;
 mod attn;
+pub mod membw;
+pub mod peer;
+mod quant;
+pub mod report;
 mod tensor;
+pub mod timing;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ enum Area {
     Adapters(adapters::Args),
     /// Linear-attention ops (prefill and decode step) against PyTorch / fla peers.
     Attn(attn::Args),
+    /// Quantized matvec/matmul against the machine's memory bandwidth.
+    Quant(quant::Args),
     /// Memory read bandwidth of this machine (the peer of bandwidth-bound kernels).
     Membw,
 }
@@ -37,10 +40,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     match &args.area {
         Area::Tensor(a) => tensor::run(a),
         Area::Adapters(a) => adapters::run(a),
+        Area::Quant(a) => quant::run(a),
         Area::Attn(a) => attn::run(a),
         Area::Membw => {
             let gbps = membw::read_bandwidth_gbps(5);
-            report::emit(&serde_json::json!({ "op": "memory_read", "device": "cpu", "gbps": gbps, "bytes": membw::SCAN_BYTES }));
+            report::emit(
+                &serde_json::json!({ "op": "memory_read", "device": "cpu", "gbps": gbps, "bytes": membw::SCAN_BYTES }),
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -316,11 +316,11 @@ fn bad_inputs_are_errors() {
     let t = |shape: Vec<usize>| Tensor::zeros(shape, DType::F32, &dev).unwrap();
     let (q, v) = (t(vec![1, 8, 2, 16]), t(vec![1, 8, 2, 16]));
     let cases: Vec<(String, linattn_tensor::Result<(Tensor, Tensor)>)> = vec![
-        ("k shape".into(), gpu::linear_attn_forward(&q, &t(vec![1, 8, 2, 8]), &v, None, None, 1.0, 64)),
-        ("chunk".into(), gpu::linear_attn_forward(&q, &q, &v, None, None, 1.0, 48)),
-        ("cu_seqlens".into(), gpu::linear_attn_forward(&q, &q, &v, None, Some(&[0, 9]), 1.0, 64)),
-        ("gate".into(), gpu::gla_forward(&q, &q, &v, &t(vec![1, 8, 2]), None, None, 1.0, 64)),
-        ("state".into(), gpu::linear_attn_forward(&q, &q, &v, Some(&t(vec![1, 2, 16, 8])), None, 1.0, 64)),
+        ("k shape".into(), gpu::chunk_forward(&q, &t(vec![1, 8, 2, 8]), &v, Gate::None, None, None, 1.0, 64)),
+        ("chunk".into(), gpu::chunk_forward(&q, &q, &v, Gate::None, None, None, 1.0, 48)),
+        ("cu_seqlens".into(), gpu::chunk_forward(&q, &q, &v, Gate::None, None, Some(&[0, 9]), 1.0, 64)),
+        ("gate".into(), gpu::chunk_forward(&q, &q, &v, Gate::PerKey(&t(vec![1, 8, 2])), None, None, 1.0, 64)),
+        ("state".into(), gpu::chunk_forward(&q, &q, &v, Gate::None, Some(&t(vec![1, 2, 16, 8])), None, 1.0, 64)),
         (
             "step state".into(),
             gpu::decode_step(

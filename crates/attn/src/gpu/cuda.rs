@@ -1,8 +1,8 @@
 //! CUDA launches of the gated linear-attention kernels (`kernels/cuda/attn/chunk_fwd.cu`,
 //! PTX embedded from `kernels/ptx/attn/chunk_fwd.ptx`).
 //!
-//! - [`chunk_forward`] (and [`simple_gla_forward`], [`gla_forward`]): `chunk_fwd_v1_<T>`,
-//!   one 256-thread block per (sequence, head, 16-column value tile), 1-D grid.
+//! - [`chunk_forward`] launches `chunk_fwd_v1_<T>`, one 256-thread block per (sequence,
+//!   head, 16-column value tile), 1-D grid.
 //! - [`decode_step`]: `decode_step_v1_<T>`, one thread per state column, 64-thread blocks.
 //!
 //! The kernels mirror `kernels/wgsl/attn/*.wgsl` (tested on lavapipe). Arguments are
@@ -116,41 +116,6 @@ pub fn chunk_forward(
         out.into_tensor([sizes.batch, sizes.seq_len, h, vd], q.dtype())?,
         state.into_tensor([n, h, kd, vd], DType::F32)?,
     ))
-}
-
-/// Simple GLA (`g` `[B, T, H]`, `[H]` or none) on CUDA; see [`chunk_forward`].
-#[allow(clippy::too_many_arguments)]
-pub fn simple_gla_forward(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    g: Option<&Tensor>,
-    initial_state: Option<&Tensor>,
-    cu_seqlens: Option<&[usize]>,
-    scale: f32,
-    chunk: usize,
-) -> Result<(Tensor, Tensor)> {
-    let gate = match g {
-        None => Gate::None,
-        Some(g) if g.rank() == 1 => Gate::PerHead(g),
-        Some(g) => Gate::PerToken(g),
-    };
-    chunk_forward(q, k, v, gate, initial_state, cu_seqlens, scale, chunk)
-}
-
-/// GLA (`g [B, T, H, K]`) on CUDA; see [`chunk_forward`].
-#[allow(clippy::too_many_arguments)]
-pub fn gla_forward(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    g: &Tensor,
-    initial_state: Option<&Tensor>,
-    cu_seqlens: Option<&[usize]>,
-    scale: f32,
-    chunk: usize,
-) -> Result<(Tensor, Tensor)> {
-    chunk_forward(q, k, v, Gate::PerKey(g), initial_state, cu_seqlens, scale, chunk)
 }
 
 /// One decode step on CUDA; same contract as [`super::wgpu::decode_step`].

@@ -1,7 +1,6 @@
 //! WebGPU launches of the gated linear-attention kernels (`kernels/wgsl/attn/`).
 //!
-//! - [`chunk_forward`] (and the wrappers [`linear_attn_forward`], [`simple_gla_forward`],
-//!   [`gla_forward`]): `attn/chunk_fwd.wgsl`, one 256-invocation workgroup per
+//! - [`chunk_forward`] runs `attn/chunk_fwd.wgsl`, one 256-invocation workgroup per
 //!   (sequence, head, 16-column value tile), chunks walked in order with the f32 state
 //!   slice carried in the final-state buffer.
 //! - [`decode_step`]: `attn/decode_step.wgsl`, one invocation per state column.
@@ -143,55 +142,6 @@ pub fn chunk_forward(
         workgroups: Workgroups::Linear((n * h * v_tiles) as u64),
     })?;
     Ok((out, state))
-}
-
-/// Plain linear attention (no decay); see [`chunk_forward`].
-pub fn linear_attn_forward(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    initial_state: Option<&Tensor>,
-    cu_seqlens: Option<&[usize]>,
-    scale: f32,
-    chunk: usize,
-) -> Result<(Tensor, Tensor)> {
-    chunk_forward(q, k, v, Gate::None, initial_state, cu_seqlens, scale, chunk)
-}
-
-/// Simple GLA: `g` is `[B, T, H]` per token, `[H]` per head (RetNet), or `None`
-/// (plain linear attention); see [`chunk_forward`].
-#[allow(clippy::too_many_arguments)]
-pub fn simple_gla_forward(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    g: Option<&Tensor>,
-    initial_state: Option<&Tensor>,
-    cu_seqlens: Option<&[usize]>,
-    scale: f32,
-    chunk: usize,
-) -> Result<(Tensor, Tensor)> {
-    let gate = match g {
-        None => Gate::None,
-        Some(g) if g.rank() == 1 => Gate::PerHead(g),
-        Some(g) => Gate::PerToken(g),
-    };
-    chunk_forward(q, k, v, gate, initial_state, cu_seqlens, scale, chunk)
-}
-
-/// GLA with per-key-dim log-decays `g [B, T, H, K]`; see [`chunk_forward`].
-#[allow(clippy::too_many_arguments)]
-pub fn gla_forward(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    g: &Tensor,
-    initial_state: Option<&Tensor>,
-    cu_seqlens: Option<&[usize]>,
-    scale: f32,
-    chunk: usize,
-) -> Result<(Tensor, Tensor)> {
-    chunk_forward(q, k, v, Gate::PerKey(g), initial_state, cu_seqlens, scale, chunk)
 }
 
 /// One decode step: q, k `[N, H, K]`, v `[N, H, V]`, `gate` (`PerToken` is `[N, H]`,

@@ -69,11 +69,9 @@ pub fn compare(got: &[f32], want: &[f32], tol: &Tolerance) -> Comparison {
         c.rel_rms_err = f64::INFINITY;
         return c;
     }
-    let (mut diff_sq, mut ref_sq) = (0f64, 0f64);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let (g64, w64) = (g as f64, w as f64);
-        let err = (g64 - w64).abs();
-        let bad = !g.is_finite() || err.is_nan() || err > tol.atol + tol.rtol * w64.abs();
+        let err = (g as f64 - w as f64).abs();
+        let bad = !g.is_finite() || err.is_nan() || err > tol.atol + tol.rtol * (w as f64).abs();
         if bad {
             c.outside += 1;
             if c.first_mismatches.len() < 5 {
@@ -85,10 +83,8 @@ pub fn compare(got: &[f32], want: &[f32], tol: &Tolerance) -> Comparison {
             c.max_abs_err = err;
             c.max_abs_index = i;
         }
-        diff_sq += if err.is_finite() { err * err } else { f64::INFINITY };
-        ref_sq += w64 * w64;
     }
-    c.rel_rms_err = if ref_sq > 0.0 { (diff_sq / ref_sq).sqrt() } else { diff_sq.sqrt() };
+    c.rel_rms_err = linattn_tensor::compare::relative_rms_error(want, got);
     c
 }
 

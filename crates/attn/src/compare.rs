@@ -8,25 +8,7 @@
 
 use linattn_tensor::{Error, Result};
 
-/// Relative RMS error `||reference - actual|| / ||reference||` (f64). Non-finite values
-/// in `actual` make the result infinite, so they can never pass a tolerance check.
-/// Lengths must match; a mismatch returns `f64::INFINITY`.
-pub fn relative_rms_error(reference: &[f32], actual: &[f32]) -> f64 {
-    if reference.len() != actual.len() {
-        return f64::INFINITY;
-    }
-    let mut diff2 = 0.0f64;
-    let mut ref2 = 0.0f64;
-    for (&r, &a) in reference.iter().zip(actual) {
-        if !a.is_finite() || !r.is_finite() {
-            return f64::INFINITY;
-        }
-        let d = r as f64 - a as f64;
-        diff2 += d * d;
-        ref2 += r as f64 * r as f64;
-    }
-    if ref2 == 0.0 { (diff2 / reference.len().max(1) as f64).sqrt() } else { (diff2 / ref2).sqrt() }
-}
+pub use linattn_tensor::compare::relative_rms_error;
 
 /// Summary of how far `actual` is from `reference`.
 #[derive(Clone, Debug, PartialEq)]

@@ -9,6 +9,7 @@
 //! - [`io`]: safetensors read (memory-mapped) and write, sharded checkpoints.
 //! - [`ops`]: the op set every device implements, with naive references.
 
+pub mod compare;
 pub mod cuda;
 pub mod device;
 pub mod dtype;

@@ -81,10 +81,7 @@ pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
 /// f32 GEMM on slices through the `gemm` crate: `c = a * op(b)` per batch.
 pub fn matmul_f32(a: &[f32], b: &[f32], d: &MatmulDims) -> Vec<f32> {
     let mut c = vec![0f32; d.batch * d.m * d.n];
-    if d.m == 0 || d.n == 0 {
-        return c;
-    }
-    if d.k == 0 {
+    if d.m == 0 || d.n == 0 || d.k == 0 {
         return c;
     }
     let threads = rayon::current_num_threads();

@@ -14,7 +14,6 @@ pub mod cpu;
 pub mod reference;
 
 use crate::device::Device;
-use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -199,9 +198,4 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
         Device::Cuda(_) => crate::cuda::ops::rms_norm(x, weight, eps),
         Device::Wgpu(_) => crate::wgpu::ops::rms_norm(x, weight, eps),
     }
-}
-
-/// The dtype of results for inputs of `dtype` (ops keep the input dtype).
-pub const fn output_dtype(dtype: DType) -> DType {
-    dtype
 }

@@ -11,9 +11,15 @@ mod wgsl;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The workspace root (the parent of this crate's directory).
+/// The workspace root (the parent of this crate's directory). `cargo run` sets
+/// `CARGO_MANIFEST_DIR` at run time too, so a binary built in one checkout and run from
+/// another (a worktree, a clone sharing the target directory) acts on the right tree; the
+/// compile-time value is the fallback when the binary is run directly.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
 }
 
 fn main() -> ExitCode {

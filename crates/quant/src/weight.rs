@@ -3,8 +3,10 @@
 //!
 //! Tensor-level functions validate shapes and dtypes, then dispatch on the device of
 //! `x` in one place, [`dispatch_device`]: CPU runs the kernels of [`crate::cpu`];
-//! ggml weights with kernels on `x`'s GPU (`gpu::ggml_format_on_gpu`) run [`crate::gpu`]
-//! first; every other GPU case returns `Error::NotImplementedOnDevice`.
+//! formats with kernels on `x`'s GPU (`gpu::format_on_gpu`) run [`crate::gpu`] through a
+//! [`DeviceQuantizedWeight`] ([`QuantizedWeight::to_device`] uploads once; `matmul` with
+//! a GPU `x` uploads per call); every other GPU case returns
+//! `Error::NotImplementedOnDevice`.
 
 use linattn_tensor::{DType, Device, Error, Result, Shape, Tensor};
 
@@ -13,6 +15,7 @@ use crate::bytes::ByteView;
 use crate::cpu::{self, CpuKernel};
 use crate::fp8::{Fp8Kind, Fp8Weight};
 use crate::ggml::{self, GgmlFormat};
+use crate::gpu::DeviceQuantizedWeight;
 
 /// Every quantized weight format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -270,15 +273,16 @@ impl QuantizedWeight {
     }
 
     /// Decode matvec into a preallocated output, `y = W x` (`x`: `cols`, `y`: `rows`).
-    /// ggml formats use the fused kernels; others decode rows into a scratch buffer.
-    /// LLM.int8 uses its mixed-precision product. Benchmark-friendly: for ggml formats it
-    /// allocates nothing.
+    /// Q8_0/Q4_0/Q4_K quantize `x` once to 8-bit blocks and run integer dot products
+    /// (`cpu::ggml_matvec_q8_into`, llama.cpp's scheme; use `matmul_into` with `m = 1`
+    /// for f32 activations); Q6_K and NF4/FP4 use fused f32 kernels; FP8 decodes rows
+    /// into a scratch buffer; LLM.int8 uses its mixed-precision product.
     pub fn matvec_into(&self, kernel: CpuKernel, x: &[f32], y: &mut [f32]) -> Result<()> {
         self.validate()?;
         let (rows, cols) = (self.rows(), self.cols());
         match self {
             QuantizedWeight::Ggml { format, bytes, .. } => {
-                cpu::ggml_matvec_into(kernel, *format, bytes.as_slice(), rows, cols, x, y)
+                cpu::ggml_matvec_q8_into(kernel, *format, bytes.as_slice(), rows, cols, x, y)
             }
             _ => self.matmul_into(kernel, x, 1, y),
         }
@@ -292,6 +296,7 @@ impl QuantizedWeight {
             QuantizedWeight::Ggml { format, bytes, .. } => {
                 cpu::ggml_matmul_into(kernel, *format, bytes.as_slice(), rows, cols, x, m, y)
             }
+            QuantizedWeight::FourBit(w) if m == 1 => cpu::fourbit_matvec_into(kernel, w, x, y),
             QuantizedWeight::FourBit(w) => {
                 let absmax = w.absmax_f32();
                 cpu::rowwise_matmul_into(kernel, rows, cols, x, m, y, |r, buf| w.decode_range(&absmax, r * cols, buf))
@@ -312,8 +317,18 @@ impl QuantizedWeight {
         }
     }
 
+    /// Uploads the packed data and quant state to a GPU once; the returned weight's
+    /// `matmul` reuses them. `NotImplementedOnDevice` for the CPU or a format without
+    /// kernels on `device`.
+    pub fn to_device(&self, device: &Device) -> Result<DeviceQuantizedWeight> {
+        DeviceQuantizedWeight::upload(self, device)
+    }
+
     /// `x [.., in] W^T -> [.., out]` on tensors. `x` is f32/f16/bf16; the output has the
-    /// dtype of `x` (f32 accumulation). Validates, then dispatches on `x`'s device.
+    /// dtype of `x` (f32 accumulation). Validates, then dispatches on `x`'s device. A GPU
+    /// `x` uploads the weight on every call: keep [`QuantizedWeight::to_device`]'s result
+    /// instead when the weight is reused. On a GPU, LLM.int8 computes the exact f32
+    /// product with `W = CB * SCB / 127` (no outlier decomposition; see [`crate::gpu`]).
     pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         if !x.dtype().is_compute_float() {
             return Err(Error::UnsupportedDType {
@@ -325,11 +340,8 @@ impl QuantizedWeight {
         if x.rank() == 0 || x.shape().last_dim() != self.cols() {
             return Err(Error::ShapeMismatch { op: "quant_matmul", lhs: x.shape().clone(), rhs: self.shape() });
         }
-        if let (QuantizedWeight::Ggml { format, .. }, false) = (self, x.is_cpu())
-            && crate::gpu::ggml_format_on_gpu(*format, &x.device())
-        {
-            self.validate()?;
-            return crate::gpu::ggml_matmul_on_device(&self.to_ggml_tensor()?, x);
+        if !x.is_cpu() && crate::gpu::format_on_gpu(self.format(), &x.device()) {
+            return self.to_device(&x.device())?.matmul(x);
         }
         dispatch_device("quant_matmul", &x.device())?;
         let m = x.shape().rows();
@@ -350,7 +362,7 @@ fn two_d(shape: &Shape, format: QuantFormat) -> Result<(usize, usize)> {
 }
 
 /// `x W^T` for a weight given as a tensor of a ggml dtype (`W [out, in]`).
-/// A GPU `x` runs the GPU kernels (Q8_0, Q4_0; a host `w` is uploaded).
+/// A GPU `x` runs the GPU kernels (every ggml format; a host `w` is uploaded).
 pub fn ggml_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if GgmlFormat::from_dtype(w.dtype()).is_ok_and(|f| crate::gpu::ggml_format_on_gpu(f, &x.device())) {
         return crate::gpu::ggml_matmul_on_device(w, x);

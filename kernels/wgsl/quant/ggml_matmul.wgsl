@@ -1,10 +1,12 @@
 // quant/ggml_matmul.wgsl: fused dequantize + matmul `y [m, rows] = x [m, cols] W^T` for a
-// ggml block-quantized weight `W [rows, cols]` (Q8_0 or Q4_0), without materializing W.
+// ggml block-quantized weight `W [rows, cols]` (Q8_0, Q4_0, Q4_K or Q6_K), without
+// materializing W.
 //
-// Entry points: ggml_matmul_q8_0, ggml_matmul_q4_0, ggml_matmul_q4_k (the same scheme,
-// different block decoders). One workgroup of 64 invocations per (weight row, tile of
-// TILE_M = 4 rows of x). Invocation `l` walks the row's work units l, l + 64, ...
-// (a Q8_0 / Q4_0 block of 32, or a quarter of a Q4_K super-block: 64 elements), decodes
+// Entry points: ggml_matmul_q8_0, ggml_matmul_q4_0, ggml_matmul_q4_k, ggml_matmul_q6_k
+// (the same scheme, different block decoders). One workgroup of 64 invocations per
+// (weight row, tile of TILE_M = 4 rows of x). Invocation `l` walks the row's work units
+// l, l + 64, ... (a Q8_0 / Q4_0 block of 32, a quarter of a Q4_K super-block: 64
+// elements, or an eighth of a Q6_K super-block: 32 elements), decodes
 // each unit once and dots it with the (up to) 4 x rows; the 4 x 64 partial sums are then
 // reduced by a shared-memory tree (no subgroup size is assumed). m = 1 is the decode
 // matvec.
@@ -29,7 +31,13 @@
 //     nibble) and 64p + 32 + l (sub-block 2p + 1, high nibble); value d*sc*q - dmin*mn.
 //     Per unit p: d1 * sum(q x) - dmin*mn1 * sum(x) (+ the same for the high nibbles),
 //     as the CPU `q4_k::dot_block` forms it.
-// Q8_0 / Q4_0 blocks are not 4-byte aligned: a block starts at an even byte offset `off`, so d is the
+//   Q6_K, 210 bytes (super-block of 256, starts at an even byte): ql (0..128), qh
+//     (128..192), 16 x i8 scales (192..208), f16 d (208..210). For half h (0..2), quad k
+//     (0..4) and l (0..32), element 128h + 32k + l has the 6-bit value
+//     ((ql[64h + l + 32 (k & 1)] >> 4 (k >> 1)) & 15) | ((qh[32h + l] >> 2k) & 3) << 4,
+//     minus 32, times d * sc[8h + 2k + l / 16]. A unit is one (h, k): 32 elements in two
+//     sub-blocks of 16, each dotted in f32 and scaled by d * sc once.
+// Q8_0 / Q4_0 / Q6_K blocks are not 4-byte aligned: a block starts at an even byte offset `off`, so d is the
 // half word at `off` (never straddling a word) and qs starts at off + 2, which is either
 // word aligned or at the middle of a word; 4 consecutive qs bytes are assembled into one
 // u32 from one or two words with shifts, and i8 / nibbles are extracted with shifts and
@@ -98,6 +106,11 @@ fn weight_byte(i: u32) -> u32 {
 // Signed byte `k` (0..3) of a packed word.
 fn i8_of(packed: u32, k: u32) -> f32 {
     return f32(bitcast<i32>(packed << (24u - 8u * k)) >> 24u);
+}
+
+// Signed byte at byte offset `i` of the weight buffer.
+fn weight_i8(i: u32) -> f32 {
+    return f32(bitcast<i32>(weight_byte(i) << 24u) >> 24u);
 }
 
 fn load_x(i: u32) -> f32 {
@@ -212,6 +225,44 @@ fn q4_k_unit(off: u32, p: u32, col0: u32, t0: u32, tokens: u32, acc: ptr<functio
     }
 }
 
+// Unit u (0..8) of the Q6_K super-block at `off` (even): half h = u >> 2, quad k = u & 3,
+// elements col0 + 128h + 32k .. + 32.
+fn q6_k_unit(off: u32, u: u32, col0: u32, t0: u32, tokens: u32, acc: ptr<function, array<f32, 4>>) {
+    let h = u >> 2u;
+    let k = u & 3u;
+    let d = block_scale(off + 208u);
+    let sc0 = d * weight_i8(off + 192u + 8u * h + 2u * k);
+    let sc1 = d * weight_i8(off + 193u + 8u * h + 2u * k);
+    let ql_off = off + 64u * h + 32u * (k & 1u);
+    let qh_off = off + 128u + 32u * h;
+    let lo_shift = 4u * (k >> 1u);
+    let hi_shift = 2u * k;
+    let col_base = col0 + 128u * h + 32u * k;
+    var s0 = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var s1 = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var g = 0u; g < 8u; g++) {
+        let ql = bytes4(ql_off, g);
+        let qh = bytes4(qh_off, g);
+        for (var kk = 0u; kk < 4u; kk++) {
+            let lo = (ql >> (8u * kk + lo_shift)) & 15u;
+            let hi = (qh >> (8u * kk + hi_shift)) & 3u;
+            let q = f32(i32(lo | (hi << 4u)) - 32);
+            let col = col_base + 4u * g + kk;
+            for (var t = 0u; t < tokens; t++) {
+                let xv = load_x((t0 + t) * params.cols + col);
+                if g < 4u {
+                    s0[t] = fma(q, xv, s0[t]);
+                } else {
+                    s1[t] = fma(q, xv, s1[t]);
+                }
+            }
+        }
+    }
+    for (var t = 0u; t < tokens; t++) {
+        (*acc)[t] += sc0 * s0[t] + sc1 * s1[t];
+    }
+}
+
 // Tree-reduces the tile's partial sums and writes y[t0 + t, row].
 fn reduce_and_store(local: u32, row: u32, t0: u32, tokens: u32, acc: array<f32, 4>) {
     for (var t = 0u; t < TILE_M; t++) {
@@ -300,6 +351,26 @@ fn ggml_matmul_q4_k(
     for (var u = local; u < 4u * params.blocks; u += WORKGROUP) {
         let b = u >> 2u;
         q4_k_unit(row_off + b * 144u, u & 3u, b * 256u, tile.t0, tile.tokens, &acc);
+    }
+    reduce_and_store(local, tile.row, tile.t0, tile.tokens, acc);
+}
+
+@compute @workgroup_size(64)
+fn ggml_matmul_q6_k(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let tile = tile_of(workgroup_id, num_workgroups);
+    if !tile.valid {
+        return;
+    }
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let row_off = tile.row * params.row_bytes;
+    // params.blocks counts super-blocks of 256; 8 units of 32 elements each.
+    for (var u = local; u < 8u * params.blocks; u += WORKGROUP) {
+        let b = u >> 3u;
+        q6_k_unit(row_off + b * 210u, u & 7u, b * 256u, tile.t0, tile.tokens, &acc);
     }
     reduce_and_store(local, tile.row, tile.t0, tile.tokens, acc);
 }

@@ -1,25 +1,47 @@
 //! GPU kernels of the quantized products `y = x W^T`: WebGPU ([`wgpu`]) and CUDA ([`cuda`]).
 //!
-//! Formats on the GPU: ggml Q8_0 and Q4_0 (WebGPU and CUDA), Q4_K (WebGPU), fused dequantize + matvec/matmul (the weight
-//! stays in its raw ggml block bytes on the device, `W [out, in]`). `x` is f32, f16 or
-//! bf16; accumulation is f32; the output has the dtype of `x`. Other formats return
-//! `Error::NotImplementedOnDevice` from [`crate::weight::dispatch_device`].
+//! Every kernel is a fused dequantize + matvec/matmul: `W [out, in]` stays in its packed
+//! form on the device and is never materialized. `x` is f32, f16 or bf16; accumulation
+//! is f32; the output has the dtype of `x`.
 //!
-//! [`ggml_format_on_gpu`] says which ggml formats have GPU kernels;
-//! [`crate::QuantizedWeight::matmul`] and [`crate::weight::ggml_matmul`] route a GPU `x`
-//! (WebGPU or CUDA) here through [`ggml_matmul_on_device`], uploading a weight that is not
-//! on `x`'s device. The WebGPU kernel is tested on Mesa lavapipe; the CUDA kernel mirrors
-//! it and is compiled to PTX without spills, its conformance test needs a CUDA GPU.
+//! | format | WebGPU (tested on lavapipe) | CUDA (compiled, mirrors the WGSL) |
+//! |--------|------------------------------|-----------------------------------|
+//! | Q8_0, Q4_0, Q4_K, Q6_K | `quant/ggml_matmul.wgsl` | `quant/ggml_matmul.cu` |
+//! | NF4, FP4, LLM.int8, FP8 E4M3/E5M2 | `quant/codebook_matmul.wgsl` | `quant/codebook_matmul.cu` |
+//!
+//! [`DeviceQuantizedWeight`] is a weight uploaded once ([`crate::QuantizedWeight::to_device`]);
+//! its `matmul` reuses the device buffers on every call. [`crate::QuantizedWeight::matmul`]
+//! with a GPU `x` goes through it too (uploading per call: keep a `DeviceQuantizedWeight`
+//! to avoid that). Formats without kernels on a device return
+//! `Error::NotImplementedOnDevice`.
+//!
+//! Device forms (built on the host by [`DeviceQuantizedWeight::upload`]):
+//! - ggml: the raw block bytes as a tensor of the ggml dtype.
+//! - NF4 / FP4: the packed nibbles (element 2j in the high nibble), the 16-entry code
+//!   table and one f32 absmax per block of the flattened weight. A double-quantized
+//!   absmax is decoded on the host into f32 before the upload
+//!   (`FourBitWeight::absmax_f32`); the kernel never sees the nested state.
+//! - LLM.int8: the int8 codes, a 256-entry table of their values, SCB per row and a final
+//!   factor 1/127: the GPU computes the exact product with W = CB * SCB / 127 for every
+//!   column. The outlier decomposition of bitsandbytes (columns of x with |x| >= threshold
+//!   in 16-bit, the rest int8 x int8) is an accuracy feature of the CPU path
+//!   (`Int8Weight::matmul_f32`) and is not reproduced on the GPU, whose f32 product is
+//!   at least as accurate: GPU and CPU results differ by the CPU's int8 rounding of x.
+//! - FP8 E4M3 / E5M2: the codes, the exact 256-entry decode table, and a per-tensor scale
+//!   or the `weight_scale_inv` block scales (any block shape, 128 x 128 by default).
 
 pub mod cuda;
 pub mod wgpu;
 
-use linattn_tensor::{Device, Error, Result, Tensor};
+use linattn_tensor::{DType, Device, Error, Result, Shape, Tensor};
 
+use crate::bnb::FourBitWeight;
+use crate::fp8::{Fp8Scale, Fp8Weight};
 use crate::ggml::GgmlFormat;
+use crate::weight::{QuantFormat, QuantizedWeight};
 
-/// Whether `format` has kernels on `device`: Q8_0 and Q4_0 on WebGPU and CUDA, Q4_K on
-/// WebGPU only; never on the CPU (that path is [`crate::cpu`]).
+/// Whether the ggml `format` has kernels on `device`: every ggml format on WebGPU and
+/// CUDA; never on the CPU (that path is [`crate::cpu`]).
 pub fn ggml_format_on_gpu(format: GgmlFormat, device: &Device) -> bool {
     match device {
         Device::Cpu => false,
@@ -77,7 +99,7 @@ impl GgmlSizes {
     }
 }
 
-/// `x W^T` on `x`'s GPU for a ggml weight tensor `w` (`[out, in]`, Q8_0 or Q4_0) on any
+/// `x W^T` on `x`'s GPU for a ggml weight tensor `w` (`[out, in]`, any ggml format) on any
 /// device: a weight elsewhere is uploaded to `x`'s device first (a copy per call; keep
 /// the weight on the device to avoid it). `Err` for a CPU `x` or a format without GPU
 /// kernels (`NotImplementedOnDevice`).
@@ -92,4 +114,226 @@ pub fn ggml_matmul_on_device(w: &Tensor, x: &Tensor) -> Result<Tensor> {
         Device::Wgpu(_) => wgpu::ggml_matmul(&w, x),
         _ => cuda::ggml_matmul(&w, x),
     }
+}
+
+/// Whether `format` has kernels on `device` (never on the CPU).
+pub fn format_on_gpu(format: QuantFormat, device: &Device) -> bool {
+    match format.ggml() {
+        Some(g) => ggml_format_on_gpu(g, device),
+        None => match device {
+            Device::Cpu => false,
+            Device::Wgpu(_) | Device::Cuda(_) => true,
+        },
+    }
+}
+
+/// `1/127` as the CPU LLM.int8 decoder multiplies by it (`bnb::int8`).
+const INV_127: f32 = 7.874_016e-3;
+
+/// How a codebook weight maps an element to its code and scale (see
+/// `kernels/wgsl/quant/codebook_matmul.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct CodebookLayout {
+    /// 4-bit codes (two per byte, element 2j in the high nibble) instead of bytes.
+    pub nibbles: bool,
+    /// > 0: scale index = flat element index / `flat_block` (bitsandbytes blocks).
+    pub flat_block: usize,
+    /// Otherwise scale index = (r / block_rows) * scale_cols + c / block_cols.
+    pub block_rows: usize,
+    pub block_cols: usize,
+    pub scale_cols: usize,
+    /// Factor after the scale (1/127 for LLM.int8).
+    pub post: f32,
+}
+
+/// A codebook weight on a device: element = (table[code] * scale) * post.
+#[derive(Clone, Debug)]
+pub(crate) struct CodebookWeight {
+    /// Packed codes, a U8 tensor.
+    pub codes: Tensor,
+    /// 16 or 256 f32 values.
+    pub table: Tensor,
+    /// f32 scales.
+    pub scales: Tensor,
+    pub layout: CodebookLayout,
+}
+
+impl CodebookWeight {
+    /// The number of scales the layout indexes for a `[rows, cols]` weight.
+    pub(crate) fn scales_needed(&self, rows: usize, cols: usize) -> usize {
+        let l = &self.layout;
+        if l.flat_block > 0 {
+            (rows * cols).div_ceil(l.flat_block)
+        } else if rows == 0 || cols == 0 {
+            0
+        } else {
+            rows.div_ceil(l.block_rows) * l.scale_cols
+        }
+    }
+
+    /// Bytes of packed codes for `n` elements.
+    pub(crate) fn code_bytes(&self, n: usize) -> usize {
+        if self.layout.nibbles { n.div_ceil(2) } else { n }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum DeviceRepr {
+    /// Raw ggml block bytes, a tensor of the ggml dtype `[.., cols]`.
+    Ggml(Tensor),
+    Codebook(CodebookWeight),
+}
+
+/// A quantized weight `W [out, in]` whose packed data and quant state live on a GPU,
+/// uploaded once; [`DeviceQuantizedWeight::matmul`] runs the fused kernels against it.
+#[derive(Clone, Debug)]
+pub struct DeviceQuantizedWeight {
+    format: QuantFormat,
+    shape: Shape,
+    device: Device,
+    pub(crate) repr: DeviceRepr,
+}
+
+impl DeviceQuantizedWeight {
+    /// Uploads `w` to `device` (a GPU with kernels for its format). Double-quantized
+    /// NF4/FP4 absmax is decoded on the host into f32 first.
+    pub fn upload(w: &QuantizedWeight, device: &Device) -> Result<DeviceQuantizedWeight> {
+        let format = w.format();
+        if !format_on_gpu(format, device) {
+            return Err(Error::NotImplementedOnDevice {
+                op: "quant_to_device",
+                device: format!("{device} ({format} weight)"),
+            });
+        }
+        w.validate()?;
+        let shape = w.shape();
+        let f32_tensor = |v: &[f32]| -> Result<Tensor> {
+            // A zero-length buffer cannot be bound: keep at least one (unused) value.
+            let v: Vec<f32> = if v.is_empty() { vec![0.0] } else { v.to_vec() };
+            let n = v.len();
+            Tensor::from_vec(v, [n])?.to_device(device)
+        };
+        let u8_tensor = |b: &[u8]| -> Result<Tensor> {
+            let b: &[u8] = if b.is_empty() { &[0] } else { b };
+            Tensor::from_bytes(b, DType::U8, [b.len()])?.to_device(device)
+        };
+        let repr = match w {
+            QuantizedWeight::Ggml { .. } => DeviceRepr::Ggml(w.to_ggml_tensor()?.to_device(device)?),
+            QuantizedWeight::FourBit(fb) => DeviceRepr::Codebook(four_bit(fb, &f32_tensor, &u8_tensor)?),
+            QuantizedWeight::Int8(q) => {
+                let table: Vec<f32> = (0..=255u8).map(|b| (b as i8) as f32).collect();
+                DeviceRepr::Codebook(CodebookWeight {
+                    codes: u8_tensor(q.data.as_slice())?,
+                    table: f32_tensor(&table)?,
+                    scales: f32_tensor(&q.scb)?,
+                    layout: CodebookLayout {
+                        nibbles: false,
+                        flat_block: 0,
+                        block_rows: 1,
+                        block_cols: q.cols.max(1),
+                        scale_cols: 1,
+                        post: INV_127,
+                    },
+                })
+            }
+            QuantizedWeight::Fp8(f) => DeviceRepr::Codebook(fp8(f, &f32_tensor, &u8_tensor)?),
+        };
+        Ok(DeviceQuantizedWeight { format, shape, device: device.clone(), repr })
+    }
+
+    /// The format.
+    pub fn format(&self) -> QuantFormat {
+        self.format
+    }
+
+    /// The logical shape `[out, in]` (ggml weights: any rank >= 1, rows = leading dims).
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The device holding the buffers.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.shape.rows()
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.shape.last_dim()
+    }
+
+    /// `x [.., in] W^T -> [.., out]` with `x` (f32/f16/bf16) on the weight's device; the
+    /// output has the dtype of `x` (f32 accumulation).
+    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        const OP: &str = "quant_matmul";
+        if !x.device().same_device(&self.device) {
+            return Err(Error::invalid(format!(
+                "{OP}: x is on {} but the {} weight is on {}",
+                x.device(),
+                self.format,
+                self.device
+            )));
+        }
+        if !x.dtype().is_compute_float() {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: x.dtype(),
+                detail: "expected f32, f16 or bf16".into(),
+            });
+        }
+        if x.rank() == 0 || x.shape().last_dim() != self.cols() {
+            return Err(Error::ShapeMismatch { op: OP, lhs: x.shape().clone(), rhs: self.shape.clone() });
+        }
+        match (&self.repr, &self.device) {
+            (DeviceRepr::Ggml(w), Device::Wgpu(_)) => wgpu::ggml_matmul(w, x),
+            (DeviceRepr::Ggml(w), Device::Cuda(_)) => cuda::ggml_matmul(w, x),
+            (DeviceRepr::Codebook(c), Device::Wgpu(_)) => wgpu::codebook_matmul(c, &self.shape, x),
+            (DeviceRepr::Codebook(c), Device::Cuda(_)) => cuda::codebook_matmul(c, &self.shape, x),
+            (_, Device::Cpu) => Err(Error::invalid(format!("{OP}: a device weight on the CPU"))),
+        }
+    }
+}
+
+fn four_bit(
+    w: &FourBitWeight,
+    f32_tensor: &dyn Fn(&[f32]) -> Result<Tensor>,
+    u8_tensor: &dyn Fn(&[u8]) -> Result<Tensor>,
+) -> Result<CodebookWeight> {
+    Ok(CodebookWeight {
+        codes: u8_tensor(w.packed.as_slice())?,
+        table: f32_tensor(&w.code)?,
+        scales: f32_tensor(&w.absmax_f32())?,
+        layout: CodebookLayout {
+            nibbles: true,
+            flat_block: w.blocksize,
+            block_rows: 1,
+            block_cols: 1,
+            scale_cols: 1,
+            post: 1.0,
+        },
+    })
+}
+
+fn fp8(
+    w: &Fp8Weight,
+    f32_tensor: &dyn Fn(&[f32]) -> Result<Tensor>,
+    u8_tensor: &dyn Fn(&[u8]) -> Result<Tensor>,
+) -> Result<CodebookWeight> {
+    let table: Vec<f32> = (0..=255u8).map(|b| w.kind.decode(b)).collect();
+    let (scales, block_rows, block_cols, scale_cols) = match &w.scale {
+        Fp8Scale::PerTensor(s) => (vec![*s], w.rows.max(1), w.cols.max(1), 1),
+        Fp8Scale::Block { block_rows, block_cols, scale_inv } => {
+            (scale_inv.clone(), *block_rows, *block_cols, w.cols.div_ceil(*block_cols))
+        }
+    };
+    Ok(CodebookWeight {
+        codes: u8_tensor(w.data.as_slice())?,
+        table: f32_tensor(&table)?,
+        scales: f32_tensor(&scales)?,
+        layout: CodebookLayout { nibbles: false, flat_block: 0, block_rows, block_cols, scale_cols, post: 1.0 },
+    })
 }

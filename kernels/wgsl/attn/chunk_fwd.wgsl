@@ -6,12 +6,20 @@
 // its [K, BV] slice of the f32 state in the `state` output buffer (which it owns
 // exclusively), so the state survives between chunks without workgroup memory.
 //
-// Layout: q, k [B, T, H, K]; v, o [B, T, H, V] (DTYPE); gates [H] (per head),
-// [B, T, H] (per token) or [B, T, H, K] (per key), in GATE_DTYPE; init and state
-// [N, H, K, V] f32; bounds u32 [N + 1]: sequence n spans the flat token rows
-// bounds[n] .. bounds[n + 1] (B * T rows; `n * T` for a plain batch, cu_seqlens for
-// varlen). Bindings: 0 q, 1 k, 2 v, 3 gates, 4 init, 5 bounds (read), 6 o (atomic u32
-// words over a zero-filled buffer), 7 state (read_write f32), 8 params (uniform).
+// Layout: q, k [B, T, H, K] (Q_DTYPE, K_DTYPE: the input dtype, or f32 when they are the
+// outputs of the Hedgehog kernel); v [B, T, H, V] (DTYPE); o [B, T, H, VX] in DTYPE, or
+// f32 when OUT_F32 = 1; gates [H] (per head), [B, T, H] (per token) or [B, T, H, K]
+// (per key), in GATE_DTYPE; init and state [N, H, K, VX] f32; bounds u32 [N + 1]:
+// sequence n spans the flat token rows bounds[n] .. bounds[n + 1] (B * T rows; `n * T`
+// for a plain batch, cu_seqlens for varlen). Bindings: 0 q, 1 k, 2 v, 3 gates, 4 init,
+// 5 bounds (read), 6 o (atomic u32 words over a zero-filled buffer), 7 state
+// (read_write f32), 8 params (uniform).
+//
+// Normalizer and window shift: VX = value_width is V, or V + 1 with a virtual column of
+// ones at index V (normalize): that column of the state accumulates z with the same
+// decays and the output's column V is q . z (the host divides afterwards, from the raw
+// f32 output). With key_shift = W > 0 (window hybrid) row m of a sequence reads the key,
+// value (and ones) of row m - W, and zeros for m < W; q and the gates are not shifted.
 //
 // Math per chunk of L <= C rows (b = chunk-local inclusive cumsum of g, f32):
 //   A_ij = s * sum_r q_ir k_jr exp(b_ir - b_jr)   for j <= i (masked before exp)
@@ -35,6 +43,11 @@
 override GATE_MODE: u32 = 0u;
 // Encoding of the gates: 0 f32, 1 f16, 2 bf16.
 override GATE_DTYPE: u32 = 0u;
+// Encodings of q and of k: 0 f32, 1 f16, 2 bf16 (DTYPE for raw inputs, 0 for mapped ones).
+override Q_DTYPE: u32 = 0u;
+override K_DTYPE: u32 = 0u;
+// 1: the output is raw f32 (one word per element) instead of DTYPE.
+override OUT_F32: u32 = 0u;
 
 const WG: u32 = 256u;
 const CMAX: u32 = 64u;
@@ -51,9 +64,10 @@ struct Params {
     total_rows: u32,
     has_init: u32,
     scale: f32,
+    // VX: value_dim, or value_dim + 1 with the ones column.
+    value_width: u32,
+    key_shift: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<u32>;
@@ -74,21 +88,33 @@ var<workgroup> v_tile: array<f32, 1024>;  // [CMAX, BV]
 var<workgroup> s_tile: array<f32, 128>;   // [BK, BV]
 var<workgroup> b_row: array<f32, 64>;     // [CMAX] scalar cumsum
 
-// Element `i` of a DTYPE tensor bound as words, 0 past the end.
+// Element `i` of a tensor bound as words in encoding `dt`.
+fn decode_as(word: u32, i: u32, dt: u32) -> f32 {
+    if dt == 0u { return bitcast<f32>(word); }
+    let bits = (word >> ((i & 1u) * 16u)) & 0xffffu;
+    if dt == 1u { return f16_to_f32(bits); }
+    return bitcast<f32>(bits << 16u);
+}
+
+fn word_as(i: u32, dt: u32) -> u32 {
+    if dt == 0u { return i; }
+    return i >> 1u;
+}
+
+// Element `i` of q (Q_DTYPE), k (K_DTYPE) or v (DTYPE), 0 past the end.
 fn load_elem(which: u32, i: u32) -> f32 {
-    let w = word_of(i);
-    var word = 0u;
     if which == 0u {
+        let w = word_as(i, Q_DTYPE);
         if w >= arrayLength(&q) { return 0.0; }
-        word = q[w];
+        return decode_as(q[w], i, Q_DTYPE);
     } else if which == 1u {
+        let w = word_as(i, K_DTYPE);
         if w >= arrayLength(&k) { return 0.0; }
-        word = k[w];
-    } else {
-        if w >= arrayLength(&v) { return 0.0; }
-        word = v[w];
+        return decode_as(k[w], i, K_DTYPE);
     }
-    return decode(word, i);
+    let w = word_of(i);
+    if w >= arrayLength(&v) { return 0.0; }
+    return decode(v[w], i);
 }
 
 // Gate element `i` in GATE_DTYPE, 0 past the end.
@@ -107,11 +133,15 @@ fn load_gate(i: u32) -> f32 {
 }
 
 fn state_index(n: u32, h: u32, r: u32, col: u32) -> u32 {
-    return ((n * params.heads + h) * params.key_dim + r) * params.value_dim + col;
+    return ((n * params.heads + h) * params.key_dim + r) * params.value_width + col;
 }
 
 // Writes output element `i` (buffer zero-filled by the host).
 fn store_out(i: u32, value: f32) {
+    if OUT_F32 == 1u {
+        if i < arrayLength(&o) { atomicStore(&o[i], bitcast<u32>(value)); }
+        return;
+    }
     let w = word_of(i);
     if w >= arrayLength(&o) { return; }
     if DTYPE == DTYPE_F32 {
@@ -121,9 +151,16 @@ fn store_out(i: u32, value: f32) {
     }
 }
 
+// Flat row of the key / value that row `row` (of the sequence starting at seq_start)
+// reads, or 0xffffffff before the shift (key_shift rows of zeros).
+fn shifted_row(row: u32, seq_start: u32) -> u32 {
+    if row < seq_start + params.key_shift { return 0xffffffffu; }
+    return row - params.key_shift;
+}
+
 // Loads the q, k (and per-key cumsum gate) tiles of rows row0 .. row0 + len, key
 // columns r0 .. r0 + BK. Rows >= len and columns >= K are zero.
-fn load_qk_tiles(t: u32, row0: u32, len: u32, h: u32, r0: u32, with_q: bool) {
+fn load_qk_tiles(t: u32, row0: u32, len: u32, h: u32, r0: u32, with_q: bool, seq_start: u32) {
     let hk = params.heads * params.key_dim;
     for (var e = t; e < CMAX * BK; e += WG) {
         let i = e / BK;
@@ -134,7 +171,10 @@ fn load_qk_tiles(t: u32, row0: u32, len: u32, h: u32, r0: u32, with_q: bool) {
         if i < len && r < params.key_dim {
             let idx = (row0 + i) * hk + h * params.key_dim + r;
             if with_q { qv = load_elem(0u, idx); }
-            kv = load_elem(1u, idx);
+            let src = shifted_row(row0 + i, seq_start);
+            if src != 0xffffffffu {
+                kv = load_elem(1u, src * hk + h * params.key_dim + r);
+            }
             if GATE_MODE == 3u { gv = load_gate(idx); }
         }
         q_tile[e] = qv;
@@ -161,7 +201,8 @@ fn chunk_fwd(
 ) {
     let wg = linear_workgroup(workgroup_id, num_workgroups);
     let per_seq = params.heads * params.v_tiles;
-    if params.v_tiles == 0u || wg >= params.num_seqs * per_seq || params.num_seqs + 1u > arrayLength(&bounds) {
+    let bad_width = params.value_width < params.value_dim || params.value_width > params.value_dim + 1u;
+    if params.v_tiles == 0u || bad_width || wg >= params.num_seqs * per_seq || params.num_seqs + 1u > arrayLength(&bounds) {
         return;
     }
     let n = wg / per_seq;
@@ -171,6 +212,7 @@ fn chunk_fwd(
     let seq_end = min(bounds[n + 1u], params.total_rows);
     let seq_start = min(bounds[n], seq_end);
     let hv = params.heads * params.value_dim;
+    let hvx = params.heads * params.value_width;
 
     // The state slice starts as the initial state (the buffer is zero-filled).
     if params.has_init != 0u {
@@ -178,7 +220,7 @@ fn chunk_fwd(
             let r = e / BV;
             let col = v0 + e % BV;
             let si = state_index(n, h, r, col);
-            if col < params.value_dim && si < arrayLength(&state) && si < arrayLength(&init) {
+            if col < params.value_width && si < arrayLength(&state) && si < arrayLength(&init) {
                 state[si] = init[si];
             }
         }
@@ -206,13 +248,13 @@ fn chunk_fwd(
         for (var m = 0u; m < 16u; m++) { acc_a[m] = 0.0; }
         for (var m = 0u; m < 4u; m++) { acc_o[m] = 0.0; }
         for (var r0 = 0u; r0 < params.key_dim; r0 += BK) {
-            load_qk_tiles(t, row0, len, h, r0, true);
+            load_qk_tiles(t, row0, len, h, r0, true, seq_start);
             if t < BK * BV {
                 let r = r0 + t / BV;
                 let col = v0 + t % BV;
                 var s = 0.0;
                 let si = state_index(n, h, r, col);
-                if r < params.key_dim && col < params.value_dim && si < arrayLength(&state) {
+                if r < params.key_dim && col < params.value_width && si < arrayLength(&state) {
                     s = state[si];
                 }
                 s_tile[t] = s;
@@ -273,8 +315,13 @@ fn chunk_fwd(
             let i = e / BV;
             let col = v0 + e % BV;
             var value = 0.0;
-            if i < len && col < params.value_dim {
-                value = load_elem(2u, (row0 + i) * hv + h * params.value_dim + col);
+            let src = shifted_row(row0 + i, seq_start);
+            if i < len && src != 0xffffffffu {
+                if col < params.value_dim {
+                    value = load_elem(2u, src * hv + h * params.value_dim + col);
+                } else if col < params.value_width {
+                    value = 1.0;
+                }
             }
             v_tile[e] = value;
         }
@@ -286,7 +333,7 @@ fn chunk_fwd(
             let i = e / BV;
             let j = e % BV;
             let col = v0 + j;
-            if i < len && col < params.value_dim {
+            if i < len && col < params.value_width {
                 var value = acc_o[m] * params.scale;
                 if GATE_MODE == 1u || GATE_MODE == 2u {
                     value *= exp(b_row[i]);
@@ -294,7 +341,7 @@ fn chunk_fwd(
                 for (var jj = 0u; jj <= i; jj++) {
                     value += a_tile[i * CMAX + jj] * v_tile[jj * BV + j];
                 }
-                store_out((row0 + i) * hv + h * params.value_dim + col, value);
+                store_out((row0 + i) * hvx + h * params.value_width + col, value);
             }
         }
         // Scalar decay: fold exp(b_L - b_j) into the value rows.
@@ -311,14 +358,14 @@ fn chunk_fwd(
 
         // Pass 2 over key tiles: the state update.
         for (var r0 = 0u; r0 < params.key_dim; r0 += BK) {
-            load_qk_tiles(t, row0, len, h, r0, false);
+            load_qk_tiles(t, row0, len, h, r0, false, seq_start);
             if t < BK * BV {
                 let rr = t / BV;
                 let r = r0 + rr;
                 let j = t % BV;
                 let col = v0 + j;
                 let si = state_index(n, h, r, col);
-                if r < params.key_dim && col < params.value_dim && si < arrayLength(&state) {
+                if r < params.key_dim && col < params.value_width && si < arrayLength(&state) {
                     var s = state[si];
                     if GATE_MODE == 1u || GATE_MODE == 2u {
                         s *= exp(b_row[len - 1u]);

@@ -138,14 +138,14 @@ fn validate(op: &'static str, x: &Tensor, weights: &Tensor) -> Result<(usize, Fe
 
 /// Hedgehog feature map of `x [B, T, H, D]` with `weights [H, D, F]`:
 /// `[B, T, H, 2F]` in the dtype of x. CPU fast path (rayon over rows); CUDA and WebGPU
-/// return `Error::NotImplementedOnDevice`.
+/// run the kernels of `crate::gpu` (`kernels/{wgsl,cuda}/attn/hedgehog.*`).
 pub fn hedgehog_feature_map(x: &Tensor, weights: &Tensor) -> Result<Tensor> {
     const OP: &str = "hedgehog_feature_map";
     let (rows, map) = validate(OP, x, weights)?;
     // Device dispatch: the only place this op chooses an implementation.
     match x.device() {
         Device::Cpu => {}
-        other => return Err(Error::NotImplementedOnDevice { op: OP, device: other.to_string() }),
+        Device::Cuda(_) | Device::Wgpu(_) => return crate::gpu::hedgehog_feature_map(x, &map),
     }
     let (heads, d, out_dim) = (map.heads, map.in_dim, map.out_dim());
     let xs = x.to_f32_vec()?;

@@ -11,10 +11,9 @@
 //! Each public op validates once ([`problem::Problem::new`]) and then dispatches on the
 //! device in [`forward`]: CPU -> the chunked kernels ([`chunk_scalar`] for scalar or no
 //! decay, [`chunk_per_key`] for per-key decay), run in parallel over
-//! sequences x heads; CUDA / WebGPU -> the chunk kernels of [`crate::gpu`] for plain,
-//! scalar-gated and per-key-gated recurrences (the normalizer and fused feature maps
-//! are CPU-only for now: `Error::NotImplementedOnDevice`). The `*_reference` functions
-//! run the f64 oracle on the host.
+//! sequences x heads; CUDA / WebGPU -> [`crate::gpu::gated_forward`] (every gate, the
+//! normalizer and the feature maps). The `*_reference` functions run the f64 oracle on
+//! the host.
 
 pub(crate) mod chunk_per_key;
 pub(crate) mod chunk_scalar;
@@ -105,10 +104,11 @@ pub(crate) fn forward(
     assemble(&problem, &out, &states)
 }
 
-/// The GPU chunk kernels cover plain, scalar-gated and per-key-gated recurrences; the
-/// normalizer, fused feature maps and the window hybrid's key shift run on the CPU only.
+/// The GPU kernels cover every gate, the normalizer and the feature maps
+/// (`crate::gpu::gated_forward`); the window hybrid's key shift has its own path
+/// (`crate::gpu::window_prefill`) and never reaches this dispatch.
 fn gpu_kernel_covers(p: &Problem) -> bool {
-    !p.normalize && p.q_map.is_none() && p.k_map.is_none() && p.key_shift == 0
+    p.key_shift == 0
 }
 
 /// Runs the chunked forward on the inputs' GPU (validated by `Problem::new`).
@@ -126,17 +126,20 @@ fn run_gpu_chunked(
         GateInput::PerToken(g) => crate::gpu::Gate::PerToken(g),
         GateInput::PerKey(g) => crate::gpu::Gate::PerKey(g),
     };
-    let initial = opts.initial_state.map(|s| &s.kv);
-    let (output, kv) = match &p.device {
-        Device::Wgpu(_) => {
-            crate::gpu::wgpu::chunk_forward(q, k, v, gpu_gate, initial, opts.cu_seqlens, p.scale, p.chunk)?
-        }
-        Device::Cuda(_) => {
-            crate::gpu::cuda::chunk_forward(q, k, v, gpu_gate, initial, opts.cu_seqlens, p.scale, p.chunk)?
-        }
-        Device::Cpu => return Err(Error::invalid("the GPU chunk kernel was asked to run on the CPU")),
-    };
-    Ok(AttnOutput { output, final_state: LinearState { kv, z: None } })
+    crate::gpu::gated_forward(&crate::gpu::GatedCall {
+        q,
+        k,
+        v,
+        gate: gpu_gate,
+        q_map: p.q_map.as_ref(),
+        k_map: p.k_map.as_ref(),
+        initial: opts.initial_state,
+        cu_seqlens: opts.cu_seqlens,
+        scale: p.scale,
+        chunk: p.chunk,
+        normalize: p.normalize,
+        eps: p.eps,
+    })
 }
 
 /// Runs every (sequence, head) raw through the chunked kernel that fits the gates.

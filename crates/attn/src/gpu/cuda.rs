@@ -73,7 +73,7 @@ pub fn chunk_forward(
     chunk: usize,
 ) -> Result<(Tensor, Tensor)> {
     const OP: &str = "cuda chunk_fwd";
-    let sizes = prefill_sizes(OP, q, k, v, &gate, initial_state, cu_seqlens, chunk)?;
+    let sizes = prefill_sizes(OP, q, k, v, &gate, initial_state, cu_seqlens, chunk, v.dims()[3])?;
     let device = device_of(OP, q)?;
     let n = sizes.sequences();
     let (h, kd, vd) = (sizes.heads, sizes.key_dim, sizes.value_dim);
@@ -158,6 +158,53 @@ pub fn decode_step(
         unsafe { launch.launch(config)? };
     }
     Ok((out.into_tensor([n, h, vd], q.dtype())?, new_state.into_tensor([n, h, kd, vd], DType::F32)?))
+}
+
+fn todo_cuda<T>(op: &'static str) -> Result<T> {
+    Err(Error::NotImplementedOnDevice { op, device: "cuda".into() })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn chunk_raw(
+    _q: &Tensor,
+    _k: &Tensor,
+    _v: &Tensor,
+    _gate: Gate,
+    _initial_state: Option<&Tensor>,
+    _cu_seqlens: Option<&[usize]>,
+    _scale: f32,
+    _chunk: usize,
+    _extras: super::ChunkExtras,
+) -> Result<(Tensor, Tensor)> {
+    todo_cuda("cuda chunk_raw")
+}
+pub fn hedgehog(_x: &Tensor, _w: &Tensor, _f: bool) -> Result<Tensor> {
+    todo_cuda("cuda hedgehog")
+}
+pub fn normalize_rows(_raw: &Tensor, _s: &[usize], _d: DType, _e: f32) -> Result<Tensor> {
+    todo_cuda("cuda normalize_rows")
+}
+pub fn state_pack(_kv: &Tensor, _z: Option<&Tensor>) -> Result<Tensor> {
+    todo_cuda("cuda state_pack")
+}
+pub fn state_split(_e: &Tensor) -> Result<(Tensor, Tensor)> {
+    todo_cuda("cuda state_split")
+}
+#[allow(clippy::too_many_arguments)]
+pub fn window_forward(
+    _q: &Tensor,
+    _k: &Tensor,
+    _v: &Tensor,
+    _lin: &Tensor,
+    _factor: &Tensor,
+    _bounds: &[u32],
+    _scale: f32,
+    _window: usize,
+) -> Result<Tensor> {
+    todo_cuda("cuda window_fwd")
+}
+pub fn window_cache(_src: &Tensor, _bounds: &[u32], _window: usize) -> Result<Tensor> {
+    todo_cuda("cuda window_cache")
 }
 
 #[cfg(test)]

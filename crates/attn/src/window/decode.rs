@@ -63,7 +63,33 @@ pub fn window_linear_step(
     // Device dispatch: the one place this op picks a kernel.
     match &lp.device {
         Device::Cpu => {}
-        other => return Err(Error::NotImplementedOnDevice { op: OP, device: other.to_string() }),
+        Device::Cuda(_) | Device::Wgpu(_) => {
+            let (output, kv, z, keys, values) = crate::gpu::window_step(&crate::gpu::WindowStepCall {
+                q,
+                k,
+                v,
+                q_map: lp.q_map.as_ref(),
+                k_map: lp.k_map.as_ref(),
+                factor: &p.factor,
+                kv: &state.linear.kv,
+                z,
+                keys: &state.keys,
+                values: &state.values,
+                seen: &seen,
+                score_scale: p.score_scale,
+                window: w,
+            })?;
+            let seen: Vec<i64> = seen.iter().map(|s| s + 1).collect();
+            return Ok(WindowOutput {
+                output,
+                state: WindowState {
+                    linear: LinearState { kv, z: Some(z) },
+                    keys,
+                    values,
+                    tokens_seen: Tensor::from_vec(seen, [n])?.to_device(&lp.device)?,
+                },
+            });
+        }
     }
     let mut kv = state.linear.kv.to_f32_vec()?;
     let mut zs = z.to_f32_vec()?;

@@ -218,10 +218,44 @@ fn run(
         // Device dispatch: the one place this op picks a fast kernel.
         Engine::Fast => match &p.linear.device {
             Device::Cpu => chunked::run(&p),
-            other => return Err(Error::NotImplementedOnDevice { op, device: other.to_string() }),
+            Device::Cuda(_) | Device::Wgpu(_) => return run_gpu(&p, q, k, v, opts),
         },
     };
     assemble(&p, result)
+}
+
+/// The prefill on the inputs' GPU (`crate::gpu::window_prefill`); every output tensor
+/// stays on that device.
+fn run_gpu(p: &WindowProblem, q: &Tensor, k: &Tensor, v: &Tensor, opts: &WindowOptions) -> Result<WindowOutput> {
+    let lp = &p.linear;
+    let t = lp.dims.seq_len;
+    let flat = |span: &crate::layout::SeqSpan| span.row * t + span.start;
+    let mut bounds: Vec<u32> = lp.spans.iter().map(|s| flat(s) as u32).collect();
+    bounds.push(lp.spans.last().map_or(0, |s| (flat(s) + s.len()) as u32));
+    let r = crate::gpu::window_prefill(&crate::gpu::WindowCall {
+        q,
+        k,
+        v,
+        q_map: lp.q_map.as_ref(),
+        k_map: lp.k_map.as_ref(),
+        factor: &p.factor,
+        cu_seqlens: opts.cu_seqlens,
+        bounds,
+        score_scale: p.score_scale,
+        window: p.window,
+        chunk: lp.chunk,
+    })?;
+    let seen: Vec<i64> = lp.spans.iter().map(|s| s.len() as i64).collect();
+    let n = seen.len();
+    Ok(WindowOutput {
+        output: r.output,
+        state: WindowState {
+            linear: LinearState { kv: r.kv, z: Some(r.z) },
+            keys: r.keys,
+            values: r.values,
+            tokens_seen: Tensor::from_vec(seen, [n])?.to_device(&lp.device)?,
+        },
+    })
 }
 
 /// Output tensor, linear state and the ring-buffer cache of the last W tokens.

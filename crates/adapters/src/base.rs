@@ -2,10 +2,13 @@
 //!
 //! [`BaseLinear`] is the one thing adapters need from a base weight: its sizes, its
 //! forward `y = x W^T (+ bias)`, and a dense `[out, in]` copy of `W` (for merging and
-//! the DoRA norm). [`DenseLinear`] implements it for a plain tensor; quantized bases
-//! (QLoRA over NF4 / ggml blocks) implement it in `linattn-quant` without this crate
-//! knowing their formats.
+//! the DoRA norm). [`DenseLinear`] implements it for a plain tensor; QLoRA bases are
+//! [`QuantizedWeight`]s of `linattn-quant` (every format: ggml Q8_0 / Q4_0 / Q4_K / Q6_K,
+//! bitsandbytes NF4 / FP4 / LLM.int8, FP8): their forward is the quant crate's fused
+//! dequantize-matmul (on the GPU for the formats it has kernels for), `dequantized()`
+//! decodes to f32, and they have no bias.
 
+use linattn_quant::QuantizedWeight;
 use linattn_tensor::{Error, Result, Tensor, ops};
 
 /// A frozen linear layer `y = x W^T + bias`, `W` logically `[out, in]`.
@@ -20,6 +23,12 @@ pub trait BaseLinear: Send + Sync {
     fn dequantized(&self) -> Result<Tensor>;
     /// The bias `[out]`, if the layer has one (DoRA rescales `x W^T` but not the bias).
     fn bias(&self) -> Option<&Tensor> {
+        None
+    }
+    /// The dense `[out, in]` weight when the base stores one (no dequantization), so
+    /// GPU paths can fuse the base product with the LoRA update. `None` (the default)
+    /// makes them call [`BaseLinear::forward`] and add the update afterwards.
+    fn dense_weight(&self) -> Option<&Tensor> {
         None
     }
 }
@@ -94,7 +103,7 @@ impl BaseLinear for DenseLinear {
                         *v += bb;
                     }
                 }
-                Tensor::from_f32(&yv, x.dtype(), y.dims().to_vec())
+                Tensor::from_f32(&yv, x.dtype(), y.dims().to_vec())?.to_device(&x.device())
             }
         }
     }
@@ -103,6 +112,29 @@ impl BaseLinear for DenseLinear {
     }
     fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
+    }
+    fn dense_weight(&self) -> Option<&Tensor> {
+        Some(&self.weight)
+    }
+}
+
+/// QLoRA: a quantized base `W [out, in]` (2D) without bias. `forward` is
+/// [`QuantizedWeight::matmul`] (fused dequantize-matmul, f32 accumulation, output in
+/// `x`'s dtype; WebGPU / CUDA for the ggml formats the quant crate runs there, otherwise
+/// `NotImplementedOnDevice` on a GPU `x`); `dequantized` decodes to f32 on the CPU.
+impl BaseLinear for QuantizedWeight {
+    fn out_features(&self) -> usize {
+        self.rows()
+    }
+    fn in_features(&self) -> usize {
+        self.cols()
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.matmul(x)
+    }
+    fn dequantized(&self) -> Result<Tensor> {
+        let w = self.dequantize()?;
+        w.reshape([self.rows(), self.cols()])
     }
 }
 

@@ -6,10 +6,14 @@
 //! - `linattn lora inspect DIR` -> [`inspect_adapter`]
 //! - `linattn lora combine --adapter DIR:WEIGHT ... --method cat|linear|svd [--rank R] --out DIR`
 //!   -> [`parse_weighted_adapter`], [`parse_combination`], [`combine_adapter_dirs`]
+//! - `linattn lora export-gguf --adapter DIR --out OUT.gguf [--dtype f32|f16] [--arch NAME]`
+//!   -> [`export_adapter_gguf`]
 
 use std::path::{Path, PathBuf};
 
-use linattn_tensor::{Error, Result};
+use linattn_tensor::{DType, Error, Result};
+
+use crate::gguf_export::{GgufExportReport, export_gguf};
 
 use crate::checkpoint::{MergeReport, merge_checkpoint};
 use crate::lora::{LoraAdapter, ModuleKind};
@@ -138,4 +142,37 @@ pub fn combine_adapter_dirs(inputs: &[(PathBuf, f32)], combination: Combination,
     let combined = combine_adapters(&sources, combination)?;
     save_adapter(&combined, out)?;
     Ok(summarize(&combined))
+}
+
+/// `linattn lora export-gguf`: loads a peft adapter directory and writes it as a GGUF
+/// LoRA adapter (`dtype` `f32` or `f16`; `arch` sets `general.architecture`).
+pub fn export_adapter_gguf(
+    adapter_dir: &Path,
+    out: &Path,
+    dtype: &str,
+    arch: Option<&str>,
+) -> Result<GgufExportReport> {
+    let dtype = match dtype.to_ascii_lowercase().as_str() {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        other => return Err(Error::invalid(format!("export-gguf: --dtype must be f32 or f16, got `{other}`"))),
+    };
+    export_gguf(&load_adapter(adapter_dir)?, dtype, arch, out)
+}
+
+impl std::fmt::Display for GgufExportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} modules, {} tensors, alpha {}, {} bytes",
+            self.modules,
+            2 * self.modules,
+            self.alpha,
+            self.bytes
+        )?;
+        if !self.rescaled.is_empty() {
+            write!(f, "; B rescaled to carry the per-module scaling in: {}", self.rescaled.join(", "))?;
+        }
+        Ok(())
+    }
 }

@@ -5,8 +5,8 @@
 //! [`Error::NotImplementedOnDevice`] until their kernels land. A GPU backend replaces
 //! the `Cuda` / `Wgpu` arms here (and the op's body dispatches on `Device`).
 //!
-//! Ops with GPU kernels so far: [`crate::lora_forward`] (non-DoRA LoRA over any base,
-//! through [`crate::gpu`]); it sends GPU tensors there before calling [`cpu_only`].
+//! Ops with GPU kernels so far: [`crate::lora_forward`] (LoRA and DoRA over any base) and
+//! `AdapterSet::forward_mixed`, through [`crate::gpu`]; they send GPU tensors there first.
 
 use linattn_tensor::{Device, Error, Result, Tensor};
 

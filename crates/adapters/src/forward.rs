@@ -15,7 +15,7 @@
 //! Device dispatch: public functions validate, then [`crate::device::cpu_only`] is the
 //! one place that routes CPU tensors here and answers `NotImplementedOnDevice` for
 //! CUDA / WebGPU until their kernels land. [`lora_forward`] on a GPU tensor runs the
-//! fused kernels of [`crate::gpu`] instead (LoRA only; DoRA is `NotImplementedOnDevice`).
+//! kernels of [`crate::gpu`] instead (LoRA and DoRA; QLoRA bases run their own forward).
 
 use rayon::prelude::*;
 
@@ -172,7 +172,7 @@ pub(crate) fn check_linear(op: &str, base: &dyn BaseLinear, module: &LoraModule,
 pub fn lora_forward(base: &dyn BaseLinear, module: &LoraModule, x: &Tensor) -> Result<Tensor> {
     check_linear("lora_forward", base, module, x)?;
     if !x.is_cpu() {
-        // CUDA / WebGPU: the fused kernels of `crate::gpu` (DoRA: NotImplementedOnDevice).
+        // CUDA / WebGPU: the kernels of `crate::gpu` (fused for dense LoRA, per-row otherwise).
         return crate::gpu::lora_forward_base(base, module, x);
     }
     cpu_only("lora_forward", x)?;

@@ -10,10 +10,13 @@
 //! so every kernel reads f32 and accumulates in f32 whatever the file's dtype was.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use linattn_tensor::{DType, Error, Result, Tensor};
 
 use crate::config::LoraConfig;
+use crate::gpu::GpuLoraWeights;
+use crate::gpu::mixed::ModuleGpuCache;
 
 /// What kind of base layer a LoRA module adapts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +38,9 @@ pub struct LoraModule {
     magnitude: Option<Tensor>,
     scaling: f32,
     fan_in_fan_out: bool,
+    /// Device copies of the weights (and DoRA factors), uploaded once per device and
+    /// shared by clones; reset by [`LoraModule::with_scaling`].
+    gpu: Arc<ModuleGpuCache>,
 }
 
 fn f32_host(t: &Tensor, key: &str) -> Result<Tensor> {
@@ -109,7 +115,17 @@ impl LoraModule {
             }
         }
         let b_t = Tensor::from_vec(b_t, [r, out])?;
-        Ok(LoraModule { path: path.to_string(), kind, a, b, b_t, magnitude, scaling, fan_in_fan_out })
+        Ok(LoraModule {
+            path: path.to_string(),
+            kind,
+            a,
+            b,
+            b_t,
+            magnitude,
+            scaling,
+            fan_in_fan_out,
+            gpu: Arc::default(),
+        })
     }
 
     /// The module path (peft's, without the `base_model.model.` prefix).
@@ -171,7 +187,33 @@ impl LoraModule {
     /// Replaces the scaling (used when combining adapters).
     pub fn with_scaling(mut self, scaling: f32) -> LoraModule {
         self.scaling = scaling;
+        self.gpu = Arc::default();
         self
+    }
+
+    /// The module's `A` / `B` on `device` (CUDA or WebGPU), uploaded on the first call
+    /// per device and cached (shared by clones). DoRA modules are `NotImplementedOnDevice`
+    /// here as in [`GpuLoraWeights::upload`]; `lora_forward` runs them on the GPU itself.
+    pub fn gpu_weights(&self, device: &linattn_tensor::Device) -> Result<GpuLoraWeights> {
+        if self.magnitude.is_some() {
+            return Err(Error::NotImplementedOnDevice { op: "GpuLoraWeights (DoRA)", device: device.to_string() });
+        }
+        self.gpu.weights(self, device)
+    }
+
+    /// How many times this module (or a clone) uploaded its weights to a GPU.
+    pub fn gpu_uploads(&self) -> usize {
+        self.gpu.uploads()
+    }
+
+    /// Drops the device copies (and the cached DoRA factors, which depend on the base the
+    /// module first ran with on each device).
+    pub fn clear_gpu_cache(&self) {
+        self.gpu.clear()
+    }
+
+    pub(crate) fn gpu_cache(&self) -> &ModuleGpuCache {
+        &self.gpu
     }
 
     /// `s * B A` as f32 `[out, in]`, accumulated in f32.

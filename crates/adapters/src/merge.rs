@@ -12,6 +12,14 @@
 //! the original by at most two roundings: `|W'' - W| <= 3 u (|W| + |s B A|)` with `u` the
 //! unit roundoff of the dtype (2^-24 f32, 2^-8 bf16, 2^-11 f16); tests check this bound.
 
+//!
+//! Quantized bases (QLoRA, [`merge_quantized`]): the weight is dequantized to f32, the
+//! module merged in f32, and the merged weight returned dense f32. Requantizing it (e.g.
+//! `QuantizedWeight::quantize_tensor`) is the caller's choice and adds a new quantization
+//! error on top of the merge; unmerging a requantized weight does not give the original
+//! blocks back.
+
+use linattn_quant::QuantizedWeight;
 use linattn_tensor::{Error, Result, Tensor};
 
 use crate::device::cpu_only;
@@ -120,4 +128,18 @@ pub fn unmerge_weight(weight: &Tensor, module: &LoraModule, dora_norm: Option<&[
             map_with_delta(weight, module, |o, w, d| w * norm[o] / m[o] - d)
         }
     }
+}
+
+/// Merges `module` into a quantized base (QLoRA): dequantize to f32 `[out, in]`, merge in
+/// f32 (LoRA `W + s B A`, DoRA `c (W + s B A)`), return the dense f32 result.
+pub fn merge_quantized(weight: &QuantizedWeight, module: &LoraModule) -> Result<Tensor> {
+    if module.base_is_transposed() {
+        return Err(Error::invalid(format!(
+            "merge_quantized: module `{}` expects an [in, out] base (fan_in_fan_out or embedding); quantized \
+             weights are [out, in]",
+            module.path()
+        )));
+    }
+    let dense = crate::base::BaseLinear::dequantized(weight)?;
+    merge_weight(&dense, module)
 }

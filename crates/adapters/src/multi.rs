@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use linattn_tensor::{Error, Result, Tensor};
 
@@ -23,6 +24,7 @@ use crate::base::BaseLinear;
 use crate::config::{OrderedPatterns, TargetModules};
 use crate::device::cpu_only;
 use crate::forward::{PreparedModule, apply_rows, check_linear};
+use crate::gpu::mixed::{SetGpuCache, apply_pack};
 use crate::lora::{LoraAdapter, LoraModule};
 use crate::peft_io::load_adapter;
 
@@ -40,6 +42,9 @@ pub struct AdapterSet {
     names: Vec<String>,
     adapters: Vec<LoraAdapter>,
     active: Option<usize>,
+    /// Device packs for GPU `forward_mixed`, per module path and device (uploaded once;
+    /// reset by `insert`).
+    gpu: Arc<SetGpuCache>,
 }
 
 impl AdapterSet {
@@ -54,6 +59,7 @@ impl AdapterSet {
         }
         self.names.push(name.to_string());
         self.adapters.push(adapter);
+        self.gpu = Arc::default();
         Ok(self.names.len() - 1)
     }
 
@@ -100,6 +106,11 @@ impl AdapterSet {
     /// Forward of module `path` where row `i` of `x [..., in]` uses adapter
     /// `row_adapters[i]` (an index from [`AdapterSet::insert`]; `None` = base only). An
     /// adapter without module `path` contributes nothing to its rows.
+    ///
+    /// On CUDA / WebGPU the base runs once and the per-row kernels of
+    /// [`crate::gpu::mixed`] add each row's update (LoRA or DoRA). Every adapter's module
+    /// `path` is uploaded once per device into a cached pack; per call only the row table
+    /// (4 bytes per row) goes to the device.
     pub fn forward_mixed(
         &self,
         path: &str,
@@ -121,6 +132,9 @@ impl AdapterSet {
                 self.adapters.len()
             )));
         }
+        if !x.is_cpu() {
+            return self.forward_mixed_gpu(path, base, x, row_adapters);
+        }
         // slot[i] = position in `prepared` of adapter i's module, if it has one.
         let mut prepared = Vec::new();
         let mut slot = vec![None; self.adapters.len()];
@@ -141,6 +155,44 @@ impl AdapterSet {
         let choose = |row: usize| row_adapters[row].and_then(|i| slot[i]);
         apply_rows(&xv, base.in_features(), &mut yv, base.out_features(), &prepared, &choose);
         Tensor::from_f32(&yv, x.dtype(), y.dims().to_vec())
+    }
+
+    fn forward_mixed_gpu(
+        &self,
+        path: &str,
+        base: &dyn BaseLinear,
+        x: &Tensor,
+        row_adapters: &[Option<usize>],
+    ) -> Result<Tensor> {
+        if x.rank() == 0 || !x.dtype().is_compute_float() || x.shape().last_dim() != base.in_features() {
+            return Err(Error::invalid(format!(
+                "forward_mixed: input {} {} does not fit a base with {} input features",
+                x.dtype(),
+                x.shape(),
+                base.in_features()
+            )));
+        }
+        let modules: Vec<Option<&LoraModule>> = self.adapters.iter().map(|a| a.modules.get(path)).collect();
+        for m in modules.iter().flatten() {
+            check_linear("forward_mixed", base, m, x)?;
+        }
+        let device = x.device();
+        let pack = self.gpu.pack(path, &modules, base, &device)?;
+        let table: Vec<i32> = row_adapters
+            .iter()
+            .map(|r| match r {
+                Some(i) => i32::try_from(*i).map_err(|_| Error::invalid(format!("forward_mixed: index {i} too large"))),
+                None => Ok(-1),
+            })
+            .collect::<Result<_>>()?;
+        let n = table.len();
+        let row_adapter = Tensor::from_vec(table, [n])?.to_device(&device)?;
+        apply_pack(&pack, base, x, &row_adapter)
+    }
+
+    /// How many module packs this set uploaded to GPUs (for `forward_mixed`).
+    pub fn gpu_uploads(&self) -> usize {
+        self.gpu.uploads()
     }
 
     /// peft's `add_weighted_adapter`: combines named adapters into a new one called

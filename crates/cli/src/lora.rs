@@ -4,6 +4,8 @@
 //!   W' = W + s B A (or back), streamed tensor by tensor.
 //! - `inspect DIR`: the adapter's config and modules.
 //! - `combine --adapter DIR:WEIGHT ... --method cat|linear|svd [--rank R] --out DIR`.
+//! - `export-gguf --adapter DIR --out OUT.gguf [--dtype f32|f16] [--arch NAME]`: a GGUF
+//!   LoRA adapter in llama.cpp's layout (`general.type = adapter`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +56,21 @@ enum LoraCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write an adapter as a GGUF LoRA adapter file (llama.cpp's convert_lora_to_gguf layout).
+    ExportGguf {
+        /// peft adapter directory.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Output .gguf file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Tensor dtype: f32 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// general.architecture to record (llama.cpp checks it against the base model).
+        #[arg(long)]
+        arch: Option<String>,
+    },
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -75,6 +92,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             let inputs = adapters.iter().map(|s| cli_support::parse_weighted_adapter(s)).collect::<Result<Vec<_>>>()?;
             let combination = cli_support::parse_combination(method, *rank)?;
             println!("{}", cli_support::combine_adapter_dirs(&inputs, combination, out)?);
+        }
+        LoraCommand::ExportGguf { adapter, out, dtype, arch } => {
+            let report = cli_support::export_adapter_gguf(adapter, out, dtype, arch.as_deref())?;
+            println!("wrote {}: {report}", out.display());
         }
     }
     Ok(ExitCode::SUCCESS)

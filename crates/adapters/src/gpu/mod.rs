@@ -14,18 +14,23 @@
 //! lose precision. Accumulation is f32 and the output is rounded once, which is at least
 //! as accurate as the CPU path (that rounds the base output before adding LoRA).
 //!
-//! [`GpuLoraWeights::upload`] copies a module's `A` and `B` to a device once; callers that
-//! run a module many times should keep it. [`crate::lora_forward`] on GPU tensors uploads
-//! them per call (`r (in + out)` f32 values), moves a base weight that is not on `x`'s
-//! device there and converts it to `x`'s dtype, which is correct but slow: keep base
-//! weights on the device in the activations' dtype. DoRA modules are not implemented on
-//! GPU (`NotImplementedOnDevice`).
+//! No per-call uploads: [`crate::lora_forward`] takes a module's device weights from the
+//! module's cache (uploaded on the first call per device; [`LoraModule::gpu_uploads`]
+//! counts uploads). A dense base weight that is not on `x`'s device, or not in `x`'s
+//! dtype, is still moved / converted per call: keep base weights on the device in the
+//! activations' dtype. [`GpuLoraWeights::upload`] remains for callers of the dense API.
+//!
+//! DoRA modules, bases without a dense weight (QLoRA: `QuantizedWeight`, whose forward
+//! runs the quant crate's GPU kernels) and per-row adapter batches
+//! (`AdapterSet::forward_mixed`) run the base first and add the update with the per-row
+//! kernels of [`mixed`] (DoRA factors computed once per module and device, cached).
 
 mod cuda;
+pub(crate) mod mixed;
 mod wgpu;
 
-pub use self::cuda::{LORA_FWD_PTX, cuda_launched_entries};
-pub use self::wgpu::{LORA_FUSED_WGSL, LORA_XA_WGSL};
+pub use self::cuda::{LORA_APPLY_PTX, LORA_FWD_PTX, cuda_apply_entries, cuda_launched_entries};
+pub use self::wgpu::{LORA_APPLY_WGSL, LORA_FUSED_WGSL, LORA_MIXED_XA_WGSL, LORA_XA_WGSL};
 
 use linattn_tensor::{Device, Error, Result, Tensor};
 
@@ -67,6 +72,17 @@ impl GpuLoraWeights {
         }
         if module.magnitude().is_some() {
             return Err(Error::NotImplementedOnDevice { op: "lora_forward (DoRA)", device: device.to_string() });
+        }
+        GpuLoraWeights::upload_unchecked(module, device)
+    }
+
+    /// [`GpuLoraWeights::upload`] without the DoRA check (the caller handles DoRA).
+    pub(crate) fn upload_unchecked(module: &LoraModule, device: &Device) -> Result<GpuLoraWeights> {
+        if module.kind() != ModuleKind::Linear {
+            return Err(Error::invalid(format!(
+                "GpuLoraWeights: module `{}` is an embedding LoRA, not linear",
+                module.path()
+            )));
         }
         if matches!(device, Device::Cpu) {
             return Err(Error::invalid(format!(
@@ -188,15 +204,21 @@ pub fn lora_forward_dense_with(
     y.reshape(out_dims)
 }
 
-/// The GPU arm of [`crate::lora_forward`]: dense `W` from `base.dequantized()` (moved to
-/// `x`'s device and dtype when needed), bias likewise, weights uploaded for this call.
+/// The GPU arm of [`crate::lora_forward`]. LoRA over a dense base: the fused kernels with
+/// the module's cached device weights (the base weight and bias moved to `x`'s device and
+/// dtype when needed). DoRA, or a base without a dense weight: [`mixed::module_forward`].
 pub(crate) fn lora_forward_base(base: &dyn BaseLinear, module: &LoraModule, x: &Tensor) -> Result<Tensor> {
     let device = x.device();
-    let lora = GpuLoraWeights::upload(module, &device)?;
-    let on_device = |t: &Tensor| -> Result<Tensor> { t.to_device(&device)?.to_dtype(x.dtype()) };
-    let weight = on_device(&base.dequantized()?)?;
-    let bias = base.bias().map(on_device).transpose()?;
-    lora_forward_dense(&weight, bias.as_ref(), &lora, x)
+    match base.dense_weight() {
+        Some(w) if module.magnitude().is_none() => {
+            let lora = module.gpu_cache().weights(module, &device)?;
+            let on_device = |t: &Tensor| -> Result<Tensor> { t.to_device(&device)?.to_dtype(x.dtype()) };
+            let weight = on_device(w)?;
+            let bias = base.bias().map(on_device).transpose()?;
+            lora_forward_dense(&weight, bias.as_ref(), &lora, x)
+        }
+        _ => mixed::module_forward(base, module, x),
+    }
 }
 
 /// `value` as a kernel `u32`, or an `Err` naming `what` (limit 2^31 - 1, as CUDA's).

@@ -257,6 +257,14 @@ impl FourBitWeight {
         }
     }
 
+    /// The absmax of every block, borrowed when stored as f32.
+    pub fn absmax_cow(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.absmax {
+            Absmax::F32(a) => std::borrow::Cow::Borrowed(a),
+            Absmax::Nested(_) => std::borrow::Cow::Owned(self.absmax_f32()),
+        }
+    }
+
     /// Decodes elements `start..start + out.len()` (flat index) given resolved absmax.
     pub fn decode_range(&self, absmax: &[f32], start: usize, out: &mut [f32]) {
         let packed = self.packed.as_slice();

@@ -1,8 +1,16 @@
 //! CPU fused dequantize-matmul: `y = x W^T` with `W [rows, cols]` quantized row-wise.
 //!
 //! - Decode (matvec, one activation row): rayon over chunks of output rows; each row is
-//!   one fused dot product that widens the quantized bytes to f32 in registers and
-//!   never materializes the row (AVX2+FMA kernels, or the scalar fallback).
+//!   one fused dot product that never materializes the row (AVX2+FMA kernels, or the
+//!   scalar fallback). Two precisions:
+//!   - [`ggml_matvec_into`]: f32 activations, quantized bytes widened to f32 in
+//!     registers (exact up to f32 summation order);
+//!   - [`ggml_matvec_q8_into`] (Q8_0, Q4_0, Q4_K; what `QuantizedWeight::matvec_into`
+//!     uses): `x` quantized once per call to 8-bit blocks ([`q8::Q8Acts`], llama.cpp's
+//!     scheme), integer dot products, one f32 scale per block. Added error per output
+//!     `<= sum_j |w_j| d_x(j) / 2` (see [`q8`]).
+//! - bitsandbytes NF4/FP4 decode: [`fourbit_matvec_into`], nibbles looked up in the
+//!   16-entry code table in registers, scaled by the block absmax, f32 FMA with `x`.
 //! - Prefill (matrix-matrix, `m` activation rows): rayon over chunks of weight rows;
 //!   each weight row is dequantized once into a thread-local f32 buffer and dotted
 //!   with all `m` activation rows (SIMD f32 dot), so decode cost is amortized over `m`.
@@ -14,20 +22,25 @@
 //! (`is_x86_feature_detected!`). AVX-512 machines use the AVX2 path (no AVX-512
 //! kernels yet). Accumulation is f32 throughout.
 
+pub mod q8;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+use std::borrow::Cow;
 
 use linattn_tensor::{Error, Result};
 use rayon::prelude::*;
 
+use crate::bnb::FourBitWeight;
 use crate::ggml::GgmlFormat;
+use q8::Q8Acts;
 
 /// Which CPU kernel family computes a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CpuKernel {
     /// Portable scalar Rust.
     Scalar,
-    /// x86_64 AVX2 + FMA intrinsics.
+    /// x86_64 AVX2 + FMA (+ F16C) intrinsics.
     Avx2Fma,
 }
 
@@ -36,7 +49,10 @@ impl CpuKernel {
     pub fn detect() -> CpuKernel {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
                 return CpuKernel::Avx2Fma;
             }
         }
@@ -158,6 +174,114 @@ pub fn ggml_matvec_into(
     Ok(())
 }
 
+/// Decode matvec with 8-bit quantized activations (see the module header): `x` is
+/// quantized once per call to Q8 blocks (32 elements for Q8_0/Q4_0, 256 for Q4_K) and
+/// every row is an integer dot product scaled once per block. Q6_K has no integer
+/// kernel and takes the f32 path ([`ggml_matvec_into`]). Allocates only the quantized
+/// copy of `x` (`cols` bytes plus scales).
+pub fn ggml_matvec_q8_into(
+    kernel: CpuKernel,
+    format: GgmlFormat,
+    weight: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    if format == GgmlFormat::Q6K {
+        return ggml_matvec_into(kernel, format, weight, rows, cols, x, y);
+    }
+    let kernel = kernel.checked()?;
+    let rb = format.row_bytes(cols)?;
+    check_dims("ggml matvec", weight.len(), rb, rows, x.len(), cols, 1, y.len())?;
+    let acts = Q8Acts::quantize(x, Q8Acts::block_for(format));
+    let chunk = rows_per_task(rb, rows);
+    y.par_chunks_mut(chunk).enumerate().for_each(|(ci, yc)| {
+        let base = ci * chunk;
+        for (i, yv) in yc.iter_mut().enumerate() {
+            let r = base + i;
+            *yv = ggml_row_dot_q8(kernel, format, &weight[r * rb..(r + 1) * rb], &acts);
+        }
+    });
+    Ok(())
+}
+
+/// Integer dot of one ggml row (Q8_0, Q4_0, Q4_K) with quantized activations.
+#[inline]
+pub(crate) fn ggml_row_dot_q8(kernel: CpuKernel, format: GgmlFormat, row: &[u8], a: &Q8Acts) -> f32 {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the Avx2Fma kernel exists only after feature detection confirmed
+        // avx2, fma and f16c. Slices are bounds-checked inside.
+        CpuKernel::Avx2Fma => unsafe {
+            match format {
+                GgmlFormat::Q8_0 => x86::row_dot_q8_0_i8(row, &a.qs, &a.d),
+                GgmlFormat::Q4_0 => x86::row_dot_q4_0_i8(row, &a.qs, &a.d),
+                GgmlFormat::Q4K => x86::row_dot_q4_k_i8(row, &a.qs, &a.d, &a.bsums),
+                GgmlFormat::Q6K => unreachable!("Q6_K takes the f32 path"),
+            }
+        },
+        _ => q8::row_dot_scalar(format, row, a),
+    }
+}
+
+/// Scalar dot of one bitsandbytes 4-bit row (whole blocks of `bs`) with f32 `x`.
+fn fourbit_row_dot_scalar(packed: &[u8], absmax: &[f32], code: &[f32; 16], bs: usize, x: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for (bi, &am) in absmax.iter().enumerate() {
+        let mut s = 0.0f32;
+        let (pb, xb) = (&packed[bi * bs / 2..(bi + 1) * bs / 2], &x[bi * bs..(bi + 1) * bs]);
+        for (j, &byte) in pb.iter().enumerate() {
+            s += code[(byte >> 4) as usize] * xb[2 * j] + code[(byte & 0x0F) as usize] * xb[2 * j + 1];
+        }
+        acc += am * s;
+    }
+    acc
+}
+
+/// Decode matvec `y = W x` for a bitsandbytes NF4/FP4 weight `[rows, cols]`: nibbles
+/// are looked up in the code table in registers, each block's partial dot is scaled
+/// by its absmax. Needs rows made of whole blocks (`cols % blocksize == 0`); other
+/// shapes run the row-decode driver. Allocates nothing for f32 absmax (double-quantized
+/// absmax is resolved once per call).
+pub fn fourbit_matvec_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &mut [f32]) -> Result<()> {
+    let kernel = kernel.checked()?;
+    w.validate()?;
+    let (rows, cols) = match w.shape.dims() {
+        [r, c] => (*r, *c),
+        _ => return Err(Error::invalid(format!("4-bit matvec: weight shape {} is not 2D", w.shape))),
+    };
+    if x.len() != cols || y.len() != rows {
+        return Err(Error::invalid(format!(
+            "4-bit matvec: x holds {} values (expected {cols}), y holds {} (expected {rows})",
+            x.len(),
+            y.len()
+        )));
+    }
+    let absmax: Cow<'_, [f32]> = w.absmax_cow();
+    let bs = w.blocksize;
+    if !cols.is_multiple_of(bs) {
+        return rowwise_matmul_into(kernel, rows, cols, x, 1, y, |r, buf| w.decode_range(&absmax, r * cols, buf));
+    }
+    let packed = w.packed.as_slice();
+    let (rb, nb) = (cols / 2, cols / bs);
+    let chunk = rows_per_task(rb, rows);
+    y.par_chunks_mut(chunk).enumerate().for_each(|(ci, yc)| {
+        for (i, yv) in yc.iter_mut().enumerate() {
+            let r = ci * chunk + i;
+            let (p, a) = (&packed[r * rb..(r + 1) * rb], &absmax[r * nb..(r + 1) * nb]);
+            *yv = match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Avx2Fma exists only after avx2 + fma detection; slices are
+                // bounds-checked inside.
+                CpuKernel::Avx2Fma => unsafe { x86::fourbit_row_dot(p, a, &w.code, bs, x) },
+                _ => fourbit_row_dot_scalar(p, a, &w.code, bs, x),
+            };
+        }
+    });
+    Ok(())
+}
+
 /// Generic prefill driver: `y [m, rows] = x [m, cols] W^T` where `decode_row(r, buf)`
 /// writes row `r` of `W` as f32 into `buf` (`cols` long). Rows are decoded once each.
 pub fn rowwise_matmul_into<F>(
@@ -244,4 +368,155 @@ pub fn reference_matmul(w: &[f32], rows: usize, cols: usize, x: &[f32], m: usize
         }
     }
     y
+}
+
+#[cfg(test)]
+mod perf_probe {
+    use super::*;
+
+    /// Single-thread kernel throughput on L2-resident rows (run with `--ignored`).
+    #[test]
+    #[ignore]
+    fn kernel_throughput() {
+        let (rows, cols) = (64, 4096);
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 2001) as f32) / 1000.0 - 1.0).collect();
+        let x: Vec<f32> = (0..cols).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+        for fmt in [GgmlFormat::Q4_0, GgmlFormat::Q8_0, GgmlFormat::Q4K] {
+            let bytes = crate::ggml::quantize(fmt, &w).unwrap();
+            let rb = fmt.row_bytes(cols).unwrap();
+            let acts = Q8Acts::quantize(&x, Q8Acts::block_for(fmt));
+            for q8 in [false, true] {
+                let t = std::time::Instant::now();
+                let mut s = 0.0;
+                let reps = 200;
+                for _ in 0..reps {
+                    for r in 0..rows {
+                        let row = &bytes[r * rb..(r + 1) * rb];
+                        s += if q8 {
+                            ggml_row_dot_q8(CpuKernel::detect(), fmt, row, &acts)
+                        } else {
+                            ggml_row_dot(CpuKernel::detect(), fmt, row, &x)
+                        };
+                    }
+                }
+                let secs = t.elapsed().as_secs_f64();
+                println!("{fmt} q8={q8}: {:.2} GB/s single thread ({s})", (reps * rows * rb) as f64 / secs / 1e9);
+            }
+        }
+        let fb =
+            crate::bnb::FourBitWeight::quantize(&w, [rows, cols], crate::bnb::FourBitKind::Nf4, 64, false).unwrap();
+        let mut y = vec![0.0; rows];
+        let t = std::time::Instant::now();
+        for _ in 0..200 {
+            fourbit_matvec_into(CpuKernel::detect(), &fb, &x, &mut y).unwrap();
+        }
+        println!(
+            "nf4: {:.2} GB/s (2 threads)",
+            (200 * rows * (cols / 2 + cols / 16)) as f64 / t.elapsed().as_secs_f64() / 1e9
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bnb::FourBitKind;
+
+    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every kernel of the 8-bit-activation path against the scalar path (same integer
+    /// sums, f32 combination order only) and against the f32 reference within the
+    /// documented bound `sum_j |w_j| d_x(j) / 2` (plus f32 rounding).
+    #[test]
+    fn q8_matvec_matches_scalar_and_reference_within_bound() {
+        let (rows, cols) = (37, 768);
+        let w = rand_vec(rows * cols, 21);
+        let mut x = rand_vec(cols, 22);
+        x[5] = 7.5; // one large activation widens its block's step
+        for fmt in GgmlFormat::ALL {
+            let bytes = crate::ggml::quantize(fmt, &w).unwrap();
+            let deq = crate::ggml::dequantize(fmt, &bytes).unwrap();
+            let reference = reference_matmul(&deq, rows, cols, &x, 1);
+            let acts = Q8Acts::quantize(&x, Q8Acts::block_for(fmt));
+            let mut scalar = vec![0.0; rows];
+            ggml_matvec_q8_into(CpuKernel::Scalar, fmt, &bytes, rows, cols, &x, &mut scalar).unwrap();
+            for kernel in CpuKernel::available() {
+                let mut y = vec![0.0; rows];
+                ggml_matvec_q8_into(kernel, fmt, &bytes, rows, cols, &x, &mut y).unwrap();
+                for r in 0..rows {
+                    let wr = &deq[r * cols..(r + 1) * cols];
+                    let abs_dot: f32 = wr.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                    let bound: f32 = if fmt == GgmlFormat::Q6K {
+                        0.0
+                    } else {
+                        wr.iter().enumerate().map(|(j, v)| v.abs() * acts.d[j / acts.block] / 2.0).sum()
+                    };
+                    let tol = 1e-5 * abs_dot + 1e-6;
+                    assert!(
+                        (y[r] - scalar[r]).abs() <= tol,
+                        "{fmt} {kernel:?} row {r}: {} vs scalar {}",
+                        y[r],
+                        scalar[r]
+                    );
+                    let err = (y[r] - reference[r]).abs();
+                    assert!(err <= bound + tol, "{fmt} {kernel:?} row {r}: err {err} > bound {bound}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q8_matvec_rejects_bad_dims() {
+        let bytes = crate::ggml::quantize(GgmlFormat::Q4_0, &rand_vec(4 * 64, 1)).unwrap();
+        let mut y = vec![0.0; 4];
+        assert!(ggml_matvec_q8_into(CpuKernel::Scalar, GgmlFormat::Q4_0, &bytes, 4, 64, &[0.0; 63], &mut y).is_err());
+        assert!(ggml_matvec_q8_into(CpuKernel::Scalar, GgmlFormat::Q4_0, &bytes, 4, 48, &[0.0; 48], &mut y).is_err());
+        let mut short = vec![0.0; 3];
+        assert!(
+            ggml_matvec_q8_into(CpuKernel::Scalar, GgmlFormat::Q4_0, &bytes, 4, 64, &[0.0; 64], &mut short).is_err()
+        );
+    }
+
+    /// NF4/FP4 matvec: SIMD against scalar and both against the f32 reference on the
+    /// dequantized weight, for several block sizes, double-quantized absmax, and a
+    /// shape whose rows cut blocks (row-decode fallback).
+    #[test]
+    fn fourbit_matvec_matches_scalar_and_reference() {
+        for (kind, rows, cols, bs, dq) in [
+            (FourBitKind::Nf4, 19, 256, 64, false),
+            (FourBitKind::Fp4, 19, 256, 64, false),
+            (FourBitKind::Nf4, 7, 512, 32, true),
+            (FourBitKind::Nf4, 5, 512, 256, false),
+            (FourBitKind::Fp4, 6, 96, 64, false),
+            (FourBitKind::Nf4, 3, 33, 64, false),
+        ] {
+            let w = rand_vec(rows * cols, 7 + cols as u64);
+            let x = rand_vec(cols, 8);
+            let q = FourBitWeight::quantize(&w, [rows, cols], kind, bs, dq).unwrap();
+            let reference = reference_matmul(&q.dequantize_f32().unwrap(), rows, cols, &x, 1);
+            let mut scalar = vec![0.0; rows];
+            fourbit_matvec_into(CpuKernel::Scalar, &q, &x, &mut scalar).unwrap();
+            for kernel in CpuKernel::available() {
+                let mut y = vec![0.0; rows];
+                fourbit_matvec_into(kernel, &q, &x, &mut y).unwrap();
+                for r in 0..rows {
+                    let tol = 1e-5 * (1.0 + reference[r].abs()) * (cols as f32).sqrt();
+                    assert!((y[r] - scalar[r]).abs() <= tol, "{kind:?} bs {bs} {kernel:?} row {r} vs scalar");
+                    assert!((y[r] - reference[r]).abs() <= tol, "{kind:?} bs {bs} {kernel:?} row {r} vs reference");
+                }
+            }
+            let mut bad = vec![0.0; rows + 1];
+            assert!(fourbit_matvec_into(CpuKernel::Scalar, &q, &x, &mut bad).is_err());
+        }
+    }
 }

@@ -1,13 +1,39 @@
 //! AVX2 + FMA kernels (x86_64), selected at run time by [`super::CpuKernel::detect`].
 //!
-//! Activations stay in f32; quantized weights are widened to f32 in registers, so the
-//! result differs from the scalar path only by summation order (f32 rounding), never
-//! by an extra quantization of `x`. Every function here requires the `avx2` and `fma`
-//! CPU features: callers check them first (see `CpuKernel`).
+//! - f32 kernels (`row_dot_*`, `fourbit_row_dot`): activations stay in f32; quantized
+//!   weights are widened to f32 in registers (NF4/FP4 through the 16-entry code table
+//!   with two `vpermps` and a blend), so the result differs from the scalar path only
+//!   by summation order (f32 rounding), never by an extra quantization of `x`.
+//! - integer kernels (`row_dot_*_i8`): activations pre-quantized to 8 bits
+//!   ([`super::q8::Q8Acts`]); `vpmaddubsw` + `vpmaddwd` give exact i32 block sums,
+//!   scaled once per block in f32 (llama.cpp's Q4_0/Q8_0 x Q8_0, Q4_K x Q8_K scheme).
+//!
+//! Every function here requires the `avx2`, `fma` and `f16c` CPU features: callers
+//! check them first (see `CpuKernel`).
 
 use std::arch::x86_64::*;
 
 use half::f16;
+
+/// f16 bits to f32 with the F16C instruction (the `half` crate would check the CPU
+/// features on every call).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// Loads 32 bytes from `b[at..at+32]`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn load32<T: Copy>(b: &[T], at: usize) -> __m256i {
+    debug_assert_eq!(std::mem::size_of::<T>(), 1);
+    let s = &b[at..at + 32];
+    // SAFETY: `s` is a bounds-checked slice of 32 one-byte elements (asserted size);
+    // unaligned load is allowed.
+    unsafe { _mm256_loadu_si256(s.as_ptr() as *const __m256i) }
+}
 
 /// Horizontal sum of 8 lanes.
 #[inline]
@@ -199,6 +225,133 @@ pub fn row_dot_q6_k(row: &[u8], x: &[f32]) -> f32 {
                 }
             }
         }
+    }
+    hsum(acc)
+}
+
+/// Sum of products of signed bytes `w` and `x`, pairwise into 8 x i32 (exact: `w` in
+/// -128..=127 becomes `|w|` as u8, `x` in -127..=127 takes the sign of `w`, so each
+/// i16 pair sum is at most 2 * 128 * 127 < 2^15).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn mul_sum_i8_pairs(w: __m256i, x: __m256i) -> __m256i {
+    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+/// Q8_0 row dot 8-bit activations in blocks of 32 (`qx`, `dx` cover the row).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn row_dot_q8_0_i8(row: &[u8], qx: &[i8], dx: &[f32]) -> f32 {
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut blocks = row.chunks_exact(68);
+    for (pi, b) in (&mut blocks).enumerate() {
+        let (i0, i1) = (2 * pi, 2 * pi + 1);
+        let s0 = mul_sum_i8_pairs(load32(b, 2), load32(qx, 32 * i0));
+        let s1 = mul_sum_i8_pairs(load32(b, 36), load32(qx, 32 * i1));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b, 0) * dx[i0]), _mm256_cvtepi32_ps(s0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b, 34) * dx[i1]), _mm256_cvtepi32_ps(s1), acc1);
+    }
+    let rem = blocks.remainder();
+    if rem.len() == 34 {
+        let i = row.len() / 34 - 1;
+        let s = mul_sum_i8_pairs(load32(rem, 2), load32(qx, 32 * i));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(rem, 0) * dx[i]), _mm256_cvtepi32_ps(s), acc0);
+    }
+    hsum(_mm256_add_ps(acc0, acc1))
+}
+
+/// 16 packed Q4_0 bytes to 32 signed bytes `nibble - 8` in element order.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q4_0_bytes(b: &[u8], at: usize) -> __m256i {
+    let q = load16(b, at);
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(q), q);
+    _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8))
+}
+
+/// Q4_0 row dot 8-bit activations in blocks of 32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn row_dot_q4_0_i8(row: &[u8], qx: &[i8], dx: &[f32]) -> f32 {
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut blocks = row.chunks_exact(36);
+    for (pi, b) in (&mut blocks).enumerate() {
+        let (i0, i1) = (2 * pi, 2 * pi + 1);
+        let s0 = mul_sum_i8_pairs(q4_0_bytes(b, 2), load32(qx, 32 * i0));
+        let s1 = mul_sum_i8_pairs(q4_0_bytes(b, 20), load32(qx, 32 * i1));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b, 0) * dx[i0]), _mm256_cvtepi32_ps(s0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b, 18) * dx[i1]), _mm256_cvtepi32_ps(s1), acc1);
+    }
+    let rem = blocks.remainder();
+    if rem.len() == 18 {
+        let i = row.len() / 18 - 1;
+        let s = mul_sum_i8_pairs(q4_0_bytes(rem, 2), load32(qx, 32 * i));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(rem, 0) * dx[i]), _mm256_cvtepi32_ps(s), acc0);
+    }
+    hsum(_mm256_add_ps(acc0, acc1))
+}
+
+/// Q4_K row dot 8-bit activations in blocks of 256 (`bsums`: code sums per 32).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn row_dot_q4_k_i8(row: &[u8], qx: &[i8], dx: &[f32], bsums: &[i32]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut smin = 0.0f32;
+    let m4 = _mm256_set1_epi8(0x0F);
+    for (bi, b) in row.chunks_exact(144).enumerate() {
+        let s = &b[4..16];
+        let mut sumi = _mm256_setzero_si256();
+        let mut msum = 0i32;
+        for p in 0..4 {
+            let (sc1, m1) = crate::ggml::q4_k::scale_min(2 * p, s);
+            let (sc2, m2) = crate::ggml::q4_k::scale_min(2 * p + 1, s);
+            let q4 = load32(b, 16 + 32 * p);
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+            // u8 nibbles (<= 15) x i8 codes: pair sums <= 2 * 15 * 127, no saturation.
+            let plo = _mm256_maddubs_epi16(lo, load32(qx, 256 * bi + 64 * p));
+            let phi = _mm256_maddubs_epi16(hi, load32(qx, 256 * bi + 64 * p + 32));
+            let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc1 as i16));
+            let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc2 as i16));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+            msum += m1 as i32 * bsums[8 * bi + 2 * p] + m2 as i32 * bsums[8 * bi + 2 * p + 1];
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b, 0) * dx[bi]), _mm256_cvtepi32_ps(sumi), acc);
+        smin += f16_at(b, 2) * dx[bi] * msum as f32;
+    }
+    hsum(acc) - smin
+}
+
+/// bitsandbytes 4-bit row dot f32 activations: `packed` holds the row's bytes (element
+/// 2j in the high nibble of byte j), `absmax` one scale per `bs` elements (`bs` a
+/// multiple of 32, dividing the row). Nibbles index `code` through two 8-entry
+/// `vpermps` tables and a blend on bit 3; the row is never materialized.
+#[target_feature(enable = "avx2,fma")]
+pub fn fourbit_row_dot(packed: &[u8], absmax: &[f32], code: &[f32; 16], bs: usize, x: &[f32]) -> f32 {
+    // SAFETY: `code` is 16 f32; both loads read 8 of them.
+    let (tlo, thi) = unsafe { (_mm256_loadu_ps(code.as_ptr()), _mm256_loadu_ps(code.as_ptr().add(8))) };
+    let m4 = _mm_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_ps();
+    let lookup = |idx: __m256i| -> __m256 {
+        let sel = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
+        _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, idx), _mm256_permutevar8x32_ps(thi, idx), sel)
+    };
+    for (bi, &am) in absmax.iter().enumerate() {
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let base = bi * bs;
+        let mut e = 0;
+        while e < bs {
+            let v = load16(packed, (base + e) / 2);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), m4);
+            let lo = _mm_and_si128(v, m4);
+            let e0 = _mm_unpacklo_epi8(hi, lo);
+            let e1 = _mm_unpackhi_epi8(hi, lo);
+            let xo = base + e;
+            s0 = _mm256_fmadd_ps(lookup(_mm256_cvtepu8_epi32(e0)), load8(x, xo), s0);
+            s1 = _mm256_fmadd_ps(lookup(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(e0))), load8(x, xo + 8), s1);
+            s0 = _mm256_fmadd_ps(lookup(_mm256_cvtepu8_epi32(e1)), load8(x, xo + 16), s0);
+            s1 = _mm256_fmadd_ps(lookup(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(e1))), load8(x, xo + 24), s1);
+            e += 32;
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(am), _mm256_add_ps(s0, s1), acc);
     }
     hsum(acc)
 }

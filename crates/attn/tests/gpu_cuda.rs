@@ -144,3 +144,77 @@ fn decode_step_matches_reference() {
         check(&format!("decode per_key={per_key} state"), &reference.final_state.kv, &s, 1e-5);
     }
 }
+
+/// Values in [0, 1): positive q, k keep q . z far from zero for the normalizer.
+fn positive(seed: u64, n: usize) -> Vec<f32> {
+    values(seed, n).into_iter().map(|x| 0.5 * (x + 1.0)).collect()
+}
+
+#[test]
+fn hedgehog_normalizer_and_window_match_reference() {
+    let Some(dev) = device() else { return };
+    for (i, dtype) in [DType::F32, DType::BF16, DType::F16].into_iter().enumerate() {
+        let tol = if dtype == DType::F32 { 1e-4 } else { 5e-3 };
+        let seed = 900 + 10 * i as u64;
+        let (b, t, h, d, vd, f) = (2usize, 70usize, 2usize, 32usize, 24usize, 8usize);
+        let host = |data: Vec<f32>, shape: &[usize], dt: DType| Tensor::from_f32(&data, dt, shape.to_vec()).unwrap();
+        let on = |x: &Tensor| x.to_device(&dev).unwrap();
+        // Standalone Hedgehog.
+        let x = host(values(seed, b * t * h * d), &[b, t, h, d], dtype);
+        let w = host(values(seed + 1, h * d * f), &[h, d, f], DType::F32);
+        let want = linattn_attn::hedgehog_feature_map_reference(&x, &w).unwrap();
+        let got = linattn_attn::hedgehog_feature_map(&on(&x), &on(&w)).unwrap();
+        check(&format!("hedgehog {dtype:?}"), &want, &got, tol);
+        // Normalized simple GLA with fused feature maps.
+        let q = host(positive(seed + 2, b * t * h * d), &[b, t, h, d], dtype);
+        let k = host(positive(seed + 3, b * t * h * d), &[b, t, h, d], dtype);
+        let v = host(values(seed + 4, b * t * h * vd), &[b, t, h, vd], dtype);
+        let g = host(log_decays(seed + 5, b * t * h, 16.0), &[b, t, h], DType::F32);
+        let w2 = host(values(seed + 6, h * d * f), &[h, d, f], DType::F32);
+        let run = |target: &Device, reference: bool| {
+            let mv = |x: &Tensor| x.to_device(target).unwrap();
+            let (fq, fk) = (mv(&w), mv(&w2));
+            let opts = AttnOptions {
+                chunk_size: 32,
+                normalize: true,
+                q_feature_map: Some(&fq),
+                k_feature_map: Some(&fk),
+                ..Default::default()
+            };
+            let (q, k, v, g) = (mv(&q), mv(&k), mv(&v), mv(&g));
+            if reference {
+                simple_gla_reference(&q, &k, &v, &g, &opts).unwrap()
+            } else {
+                linattn_attn::simple_gla(&q, &k, &v, &g, &opts).unwrap()
+            }
+        };
+        let (want, got) = (run(&Device::Cpu, true), run(&dev, false));
+        check(&format!("normalized mapped simple_gla {dtype:?}"), &want.output, &got.output, tol);
+        check(&format!("normalized mapped simple_gla {dtype:?} kv"), &want.final_state.kv, &got.final_state.kv, tol);
+        let (zw, zg) = (want.final_state.z.unwrap(), got.final_state.z.unwrap());
+        check(&format!("normalized mapped simple_gla {dtype:?} z"), &zw, &zg, tol);
+        // Window hybrid prefill.
+        let logits = host(vec![-2.2, 0.5], &[h], DType::F32);
+        let win = |target: &Device, reference: bool| {
+            let mv = |x: &Tensor| x.to_device(target).unwrap();
+            let (fq, fk) = (mv(&w), mv(&w2));
+            let opts = linattn_attn::WindowOptions {
+                window: 16,
+                chunk_size: 32,
+                q_feature_map: Some(&fq),
+                k_feature_map: Some(&fk),
+                ..Default::default()
+            };
+            let (q, k, v, l) = (mv(&q), mv(&k), mv(&v), mv(&logits));
+            if reference {
+                linattn_attn::window_linear_reference(&q, &k, &v, &l, &opts).unwrap()
+            } else {
+                linattn_attn::window_linear(&q, &k, &v, &l, &opts).unwrap()
+            }
+        };
+        let (want, got) = (win(&Device::Cpu, true), win(&dev, false));
+        check(&format!("window_linear {dtype:?}"), &want.output, &got.output, tol);
+        check(&format!("window_linear {dtype:?} S"), &want.state.linear.kv, &got.state.linear.kv, tol);
+        assert_eq!(want.state.keys.to_f32_vec().unwrap(), got.state.keys.to_f32_vec().unwrap(), "window keys");
+    }
+}

@@ -8,6 +8,12 @@
 //                    u32 heads, u32 key_dim, u32 value_dim, u32 num_seqs, u32 v_tiles,
 //                    u32 chunk, u32 total_rows, u32 has_init, u32 gate_mode,
 //                    u32 gate_dtype, float scale)
+//   chunk_fwd_v2_<T>(const void* q, const void* k, const T* v, const void* gates,
+//                    const float* init, const unsigned int* bounds, void* o, float* state,
+//                    u32 heads, u32 key_dim, u32 value_dim, u32 num_seqs, u32 v_tiles,
+//                    u32 chunk, u32 total_rows, u32 has_init, u32 gate_mode,
+//                    u32 gate_dtype, float scale, u32 q_f32, u32 k_f32, u32 value_width,
+//                    u32 key_shift, u32 out_f32)
 //   decode_step_v1_<T>(const T* q, const T* k, const T* v, const void* gates,
 //                      const float* state_in, T* o, float* state_out, u32 rows,
 //                      u32 heads, u32 key_dim, u32 value_dim, u32 gate_mode,
@@ -31,7 +37,14 @@
 // decode_step: one thread per (n, h, value column), 64-thread blocks, 1-D grid.
 // Every global index is checked against the problem sizes before use.
 //
-// Versions: v1 (this file) scalar f32 tiles. Build with `cargo xtask kernels`; launched
+// chunk_fwd_v2 is v1 with the extensions of kernels/wgsl/attn/chunk_fwd.wgsl: q and k
+// are T or f32 (q_f32 / k_f32: outputs of the Hedgehog kernel); value_width = V or V + 1
+// with a virtual ones column at index V (normalizer: that state column accumulates z,
+// the output column V is q . z; init and state are [N, H, K, value_width]); key_shift =
+// W makes row m of a sequence read the key, value and ones of row m - W (zeros before);
+// out_f32 writes o as f32 [B, T, H, value_width] instead of T [B, T, H, V].
+//
+// Versions: v1 (this file) scalar f32 tiles; v2 = v1 + the extensions above. Build with `cargo xtask kernels`; launched
 // from crates/attn/src/gpu/cuda.rs.
 #include "linattn_common.cuh"
 
@@ -49,15 +62,22 @@ __device__ __forceinline__ float cf_load_gate(const void* gates, lat_u64 i, lat_
 }
 
 template <typename T>
-__device__ __forceinline__ void chunk_fwd_v1(const T* __restrict__ q, const T* __restrict__ k,
+__device__ __forceinline__ float cf_load_qk(const void* p, lat_u64 i, unsigned int is_f32) {
+    return is_f32 != 0u ? ((const float*)p)[i] : lat_load((const T*)p, i);
+}
+
+template <typename T>
+__device__ __forceinline__ void chunk_fwd_v2(const void* __restrict__ q, const void* __restrict__ k,
                                              const T* __restrict__ v, const void* __restrict__ gates,
                                              const float* __restrict__ init,
-                                             const unsigned int* __restrict__ bounds, T* __restrict__ o,
+                                             const unsigned int* __restrict__ bounds, void* __restrict__ o,
                                              float* __restrict__ state, unsigned int heads,
                                              unsigned int key_dim, unsigned int value_dim,
                                              unsigned int num_seqs, unsigned int v_tiles, unsigned int chunk,
                                              unsigned int total_rows, unsigned int has_init,
-                                             unsigned int gate_mode, unsigned int gate_dtype, float scale) {
+                                             unsigned int gate_mode, unsigned int gate_dtype, float scale,
+                                             unsigned int q_f32, unsigned int k_f32, unsigned int value_width,
+                                             unsigned int key_shift, unsigned int out_f32) {
     __shared__ float a_tile[CF_CMAX * CF_CMAX];
     __shared__ float q_tile[CF_CMAX * CF_BK];
     __shared__ float k_tile[CF_CMAX * CF_BK];
@@ -70,6 +90,7 @@ __device__ __forceinline__ void chunk_fwd_v1(const T* __restrict__ q, const T* _
     const lat_u64 per_seq = (lat_u64)heads * v_tiles;
     const lat_u64 wg = blockIdx.x;
     if (v_tiles == 0u || heads == 0u || wg >= (lat_u64)num_seqs * per_seq || blockDim.x != CF_WG) return;
+    if (value_width < value_dim || value_width > value_dim + 1u) return;
     const unsigned int n = (unsigned int)(wg / per_seq);
     const unsigned int h = (unsigned int)((wg / v_tiles) % heads);
     const unsigned int v0 = (unsigned int)(wg % v_tiles) * CF_BV;
@@ -79,7 +100,7 @@ __device__ __forceinline__ void chunk_fwd_v1(const T* __restrict__ q, const T* _
     const lat_u64 hk = (lat_u64)heads * key_dim;
     const lat_u64 hv = (lat_u64)heads * value_dim;
     const lat_u64 qk_len = (lat_u64)total_rows * hk;
-    const lat_u64 state_len = (lat_u64)num_seqs * heads * key_dim * value_dim;
+    const lat_u64 state_len = (lat_u64)num_seqs * heads * key_dim * value_width;
     lat_u64 gate_len = 0;
     if (gate_mode == 1u) gate_len = heads;
     if (gate_mode == 2u) gate_len = (lat_u64)total_rows * heads;
@@ -90,8 +111,8 @@ __device__ __forceinline__ void chunk_fwd_v1(const T* __restrict__ q, const T* _
     if (has_init != 0u) {
         for (unsigned int e = t; e < key_dim * CF_BV; e += CF_WG) {
             const unsigned int col = v0 + e % CF_BV;
-            const lat_u64 si = (state_base + e / CF_BV) * value_dim + col;
-            if (col < value_dim && si < state_len) state[si] = init[si];
+            const lat_u64 si = (state_base + e / CF_BV) * value_width + col;
+            if (col < value_width && si < state_len) state[si] = init[si];
         }
     }
     __syncthreads();
@@ -125,8 +146,11 @@ __device__ __forceinline__ void chunk_fwd_v1(const T* __restrict__ q, const T* _
                 float qv = 0.0f, kv = 0.0f, gv = 0.0f;
                 const lat_u64 idx = (lat_u64)(row0 + i) * hk + (lat_u64)h * key_dim + r;
                 if (i < len && r < key_dim && idx < qk_len) {
-                    qv = lat_load(q, idx);
-                    kv = lat_load(k, idx);
+                    qv = cf_load_qk<T>(q, idx, q_f32);
+                    if ((lat_u64)row0 + i >= (lat_u64)seq_start + key_shift) {
+                        const lat_u64 kidx = idx - (lat_u64)key_shift * hk;
+                        kv = cf_load_qk<T>(k, kidx, k_f32);
+                    }
                     if (gate_mode == 3u) gv = cf_load_gate(gates, idx, gate_len, gate_dtype);
                 }
                 q_tile[e] = qv;
@@ -136,8 +160,8 @@ __device__ __forceinline__ void chunk_fwd_v1(const T* __restrict__ q, const T* _
             if (t < CF_BK * CF_BV) {
                 const unsigned int r = r0 + t / CF_BV;
                 const unsigned int col = v0 + t % CF_BV;
-                const lat_u64 si = (state_base + r) * value_dim + col;
-                s_tile[t] = (r < key_dim && col < value_dim && si < state_len) ? state[si] : 0.0f;
+                const lat_u64 si = (state_base + r) * value_width + col;
+                s_tile[t] = (r < key_dim && col < value_width && si < state_len) ? state[si] : 0.0f;
             }
             __syncthreads();
             if (gate_mode == 3u && t < CF_BK) {
@@ -201,8 +225,14 @@ __device__ __forceinline__ void chunk_fwd_v1(const T* __restrict__ q, const T* _
         for (unsigned int e = t; e < CF_CMAX * CF_BV; e += CF_WG) {
             const unsigned int i = e / CF_BV;
             const unsigned int col = v0 + e % CF_BV;
-            const lat_u64 idx = (lat_u64)(row0 + i) * hv + (lat_u64)h * value_dim + col;
-            v_tile[e] = (i < len && col < value_dim && idx < (lat_u64)total_rows * hv) ? lat_load(v, idx) : 0.0f;
+            float value = 0.0f;
+            if (i < len && (lat_u64)row0 + i >= (lat_u64)seq_start + key_shift) {
+                const lat_u64 src = (lat_u64)row0 + i - key_shift;
+                const lat_u64 idx = src * hv + (lat_u64)h * value_dim + col;
+                if (col < value_dim && idx < (lat_u64)total_rows * hv) value = lat_load(v, idx);
+                else if (col == value_dim && col < value_width) value = 1.0f;
+            }
+            v_tile[e] = value;
         }
         __syncthreads();
 
@@ -213,12 +243,17 @@ __device__ __forceinline__ void chunk_fwd_v1(const T* __restrict__ q, const T* _
             const unsigned int i = e / CF_BV;
             const unsigned int j = e % CF_BV;
             const unsigned int col = v0 + j;
-            if (i < len && col < value_dim) {
+            if (i < len && col < value_width) {
                 float value = acc_o[m] * scale;
                 if (scalar_gate) value *= expf(b_row[i]);
                 for (unsigned int jj = 0; jj <= i; ++jj) value += a_tile[i * CF_CMAX + jj] * v_tile[jj * CF_BV + j];
-                const lat_u64 idx = (lat_u64)(row0 + i) * hv + (lat_u64)h * value_dim + col;
-                if (idx < (lat_u64)total_rows * hv) lat_store(o, idx, value);
+                // Raw f32 rows have value_width columns; T rows have V.
+                const lat_u64 width = out_f32 != 0u ? value_width : value_dim;
+                const lat_u64 idx = ((lat_u64)(row0 + i) * heads + h) * width + col;
+                if (col < width && idx < (lat_u64)total_rows * heads * width) {
+                    if (out_f32 != 0u) ((float*)o)[idx] = value;
+                    else lat_store((T*)o, idx, value);
+                }
             }
         }
         if (scalar_gate) {
@@ -238,7 +273,9 @@ __device__ __forceinline__ void chunk_fwd_v1(const T* __restrict__ q, const T* _
                 float kv = 0.0f, gv = 0.0f;
                 const lat_u64 idx = (lat_u64)(row0 + i) * hk + (lat_u64)h * key_dim + r;
                 if (i < len && r < key_dim && idx < qk_len) {
-                    kv = lat_load(k, idx);
+                    if ((lat_u64)row0 + i >= (lat_u64)seq_start + key_shift) {
+                        kv = cf_load_qk<T>(k, idx - (lat_u64)key_shift * hk, k_f32);
+                    }
                     if (gate_mode == 3u) gv = cf_load_gate(gates, idx, gate_len, gate_dtype);
                 }
                 k_tile[e] = kv;
@@ -258,8 +295,8 @@ __device__ __forceinline__ void chunk_fwd_v1(const T* __restrict__ q, const T* _
                 const unsigned int r = r0 + rr;
                 const unsigned int j = t % CF_BV;
                 const unsigned int col = v0 + j;
-                const lat_u64 si = (state_base + r) * value_dim + col;
-                if (r < key_dim && col < value_dim && si < state_len) {
+                const lat_u64 si = (state_base + r) * value_width + col;
+                if (r < key_dim && col < value_width && si < state_len) {
                     float s = state[si];
                     if (scalar_gate) s *= expf(b_row[len - 1u]);
                     if (gate_mode == 3u) {
@@ -318,8 +355,19 @@ __device__ __forceinline__ void decode_step_v1(const T* __restrict__ q, const T*
         T* o, float* state, unsigned int heads, unsigned int key_dim, unsigned int value_dim,                 \
         unsigned int num_seqs, unsigned int v_tiles, unsigned int chunk, unsigned int total_rows,             \
         unsigned int has_init, unsigned int gate_mode, unsigned int gate_dtype, float scale) {                \
-        chunk_fwd_v1<T>(q, k, v, gates, init, bounds, o, state, heads, key_dim, value_dim, num_seqs, v_tiles, \
-                        chunk, total_rows, has_init, gate_mode, gate_dtype, scale);                           \
+        chunk_fwd_v2<T>(q, k, v, gates, init, bounds, o, state, heads, key_dim, value_dim, num_seqs, v_tiles, \
+                        chunk, total_rows, has_init, gate_mode, gate_dtype, scale, 0u, 0u, value_dim, 0u, 0u); \
+    }                                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256, 1) chunk_fwd_v2_##SUFFIX(                             \
+        const void* q, const void* k, const T* v, const void* gates, const float* init,                     \
+        const unsigned int* bounds, void* o, float* state, unsigned int heads, unsigned int key_dim,         \
+        unsigned int value_dim, unsigned int num_seqs, unsigned int v_tiles, unsigned int chunk,             \
+        unsigned int total_rows, unsigned int has_init, unsigned int gate_mode, unsigned int gate_dtype,     \
+        float scale, unsigned int q_f32, unsigned int k_f32, unsigned int value_width, unsigned int key_shift, \
+        unsigned int out_f32) {                                                                             \
+        chunk_fwd_v2<T>(q, k, v, gates, init, bounds, o, state, heads, key_dim, value_dim, num_seqs, v_tiles, \
+                        chunk, total_rows, has_init, gate_mode, gate_dtype, scale, q_f32, k_f32, value_width, \
+                        key_shift, out_f32);                                                                  \
     }                                                                                                       \
     extern "C" __global__ void __launch_bounds__(64, 8) decode_step_v1_##SUFFIX(                               \
         const T* q, const T* k, const T* v, const void* gates, const float* state_in, T* o, float* state_out, \

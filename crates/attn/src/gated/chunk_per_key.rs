@@ -4,124 +4,139 @@
 //! `[L, K']` (one cumsum per key dim, f32):
 //!
 //! ```text
-//! o_i  = (q_i * exp(b_i)) S + sum_{j<=i} A_ij v_j
-//! A_ij = sum_r q_ir k_jr exp(b_ir - b_jr)            (j <= i)
-//! S    <- diag(exp(b_L)) S + sum_j (k_j * exp(b_L - b_j)) v_j^T
+//! O    = (Q * exp(b)) S + A V
+//! A_ij = sum_r q_ir k_jr exp(b_ir - b_jr)            (j <= i, 0 for j > i)
+//! S    <- diag(exp(b_L)) S + (K * exp(b_L - b))^T V
 //! ```
 //!
 //! `A` is built from secondary sub-chunks of 16 rows. For a query sub-chunk starting at
 //! row r0 the anchor is `a = b_{r0}`; with log-decays <= 0, `b` is non-increasing per
 //! dim, so for a key row j < r0 and a query row i >= r0 both `b_i - a <= 0` and
 //! `a - b_j <= 0`, and `exp(b_i - b_j) = exp(b_i - a) * exp(a - b_j)` factors into
-//! `A_IJ = (Q_I * exp(b_I - a)) (K_J * exp(a - b_J))^T` without any positive exponent.
-//! If a factor underflows to 0 the true product is smaller still. The diagonal
-//! sub-blocks are computed element-wise in f32 (`exp(b_ir - b_jr)`, j <= i). The upper
-//! triangle is never evaluated. No exponent is positive, so extreme gates give zeros,
-//! never Inf or NaN.
+//! `A_IJ = (Q_I * exp(b_I - a)) (K_J * exp(a - b_J))^T` without any positive exponent:
+//! one dense product per query sub-chunk against all earlier keys. If a factor
+//! underflows to 0 the true product is smaller still. The diagonal sub-blocks are
+//! computed element-wise in f32 (`exp(b_ir - b_jr)`, j <= i, `vecops::dot_exp_diff`).
+//! The upper triangle is never evaluated. No exponent is positive, so extreme gates
+//! give zeros, never Inf or NaN.
+//!
+//! Products (`Q S`, the off-diagonal `A` blocks, `A V`, `K^T V`) go through
+//! [`matmul`] (the `gemm` crate); exponentials use `vecops::exp_fast`. The body is
+//! compiled for the baseline target and, on x86-64, for AVX2 + FMA (`run_head`
+//! dispatches on [`Isa`]); both are tested against each other.
 
-use super::source::HeadSource;
-use crate::vecops::{axpy, dot};
+use super::matmul::{Mat, MatMut, matmul};
+use super::source::{HeadSource, Scratch};
+use crate::vecops::{Isa, dot_exp_diff, exp_in_place};
 
 /// Rows per secondary sub-chunk of the intra-chunk matrix.
 pub(crate) const SUB_CHUNK: usize = 16;
 
 /// Runs the whole sequence of `src`: `state [K', V(+1)]` in/out, `out [len, V(+1)]`
-/// receives the raw output rows (must be zeroed).
-pub(crate) fn run_head(src: &HeadSource, state: &mut [f32], out: &mut [f32]) {
+/// receives the raw output rows (overwritten).
+pub(crate) fn run_head(src: &HeadSource, isa: Isa, scratch: &mut Scratch, state: &mut [f32], out: &mut MatMut) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => {
+            // SAFETY: `Isa::Avx2Fma` is only used when `Isa::detect` found AVX2 and FMA
+            // on this CPU (tests force it only under the same check).
+            unsafe { run_head_avx2(src, scratch, state, out) }
+        }
+        _ => run_head_body(src, scratch, state, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn run_head_avx2(src: &HeadSource, scratch: &mut Scratch, state: &mut [f32], out: &mut MatMut) {
+    run_head_body(src, scratch, state, out);
+}
+
+#[inline(always)]
+fn run_head_body(src: &HeadSource, scratch: &mut Scratch, state: &mut [f32], out: &mut MatMut) {
     let p = src.problem;
     let (kd, vx) = (p.rec_key_dim, p.value_width());
     let len = src.len();
     let c = p.chunk.min(len.max(1));
-    let mut q = vec![0.0f32; c * kd];
-    let mut k = vec![0.0f32; c * kd];
-    let mut v = vec![0.0f32; c * vx];
-    let mut b = vec![0.0f32; c * kd];
-    let mut a = vec![0.0f32; c * c];
-    let mut q_anchored = vec![0.0f32; SUB_CHUNK * kd];
-    let mut k_anchored = vec![0.0f32; kd];
+    let in_place = src.reads_in_place();
+    scratch.reserve(c, kd, vx);
+    let Scratch { q, k, v, b, a, e, qa, kw } = scratch;
     let mut start = 0;
     while start < len {
         let l = c.min(len - start);
-        src.fill_queries(start, l, &mut q);
-        src.fill_keys_values(start, l, &mut k, &mut v);
-        src.fill_key_gates(start, l, &mut b);
+        // Queries are always gathered (scaled): they are decayed element-wise below.
+        src.fill_queries(start, l, q);
+        let (km, vm) = if in_place {
+            (src.k_rows(start, l), src.v_rows(start, l))
+        } else {
+            src.fill_keys_values(start, l, k, v);
+            (Mat::rows(k, l, kd, kd), Mat::rows(v, l, vx, vx))
+        };
+        src.fill_key_gates(start, l, b);
         for i in 1..l {
             let (prev, cur) = b.split_at_mut(i * kd);
             for (x, &y) in cur[..kd].iter_mut().zip(&prev[(i - 1) * kd..]) {
                 *x += y;
             }
         }
-        intra_scores(&q, &k, &b, l, c, kd, &mut a, &mut q_anchored, &mut k_anchored);
-        for i in 0..l {
-            let o = &mut out[(start + i) * vx..(start + i + 1) * vx];
-            for r in 0..kd {
-                let w = q[i * kd + r] * b[i * kd + r].exp();
-                axpy(w, &state[r * vx..(r + 1) * vx], o);
+        // Inter-chunk: O = (Q * exp(b)) S.
+        let mut o = out.sub_rows(start, start + l);
+        e[..l * kd].copy_from_slice(&b[..l * kd]);
+        exp_in_place(&mut e[..l * kd]);
+        e[..l * kd].iter_mut().zip(&q[..l * kd]).for_each(|(x, &qi)| *x *= qi);
+        matmul(&mut o, Mat::rows(e, l, kd, kd), Mat::rows(state, kd, vx, vx), 1.0, false);
+        // Intra-chunk by query sub-chunks, then O += A V.
+        let mut r0 = 0;
+        while r0 < l {
+            let r1 = (r0 + SUB_CHUNK).min(l);
+            if r0 > 0 {
+                let anchor = &b[r0 * kd..(r0 + 1) * kd];
+                for i in r0..r1 {
+                    let row = &mut qa[(i - r0) * kd..(i - r0 + 1) * kd];
+                    row.iter_mut().zip(&b[i * kd..(i + 1) * kd]).zip(anchor).for_each(|((x, &bi), &an)| *x = bi - an);
+                    exp_in_place(row);
+                    row.iter_mut().zip(&q[i * kd..(i + 1) * kd]).for_each(|(x, &qi)| *x *= qi);
+                }
+                for j in 0..r0 {
+                    let row = &mut kw[j * kd..(j + 1) * kd];
+                    row.iter_mut().zip(&b[j * kd..(j + 1) * kd]).zip(anchor).for_each(|((x, &bj), &an)| *x = an - bj);
+                    exp_in_place(row);
+                    row.iter_mut().zip(km.row(j)).for_each(|(x, &kj)| *x *= kj);
+                }
+                matmul(
+                    &mut MatMut::rows(&mut a[r0 * c..], r1 - r0, r0, c),
+                    Mat::rows(qa, r1 - r0, kd, kd),
+                    Mat::rows(kw, r0, kd, kd).t(),
+                    1.0,
+                    false,
+                );
             }
-            for j in 0..=i {
-                axpy(a[i * c + j], &v[j * vx..(j + 1) * vx], o);
+            // Diagonal sub-block, element-wise.
+            for i in r0..r1 {
+                let (qi, bi) = (&q[i * kd..(i + 1) * kd], &b[i * kd..(i + 1) * kd]);
+                for j in r0..=i {
+                    a[i * c + j] = dot_exp_diff(qi, km.row(j), bi, &b[j * kd..(j + 1) * kd]);
+                }
+                a[i * c + i + 1..i * c + r1].fill(0.0);
             }
+            matmul(&mut o.sub_rows(r0, r1), Mat::rows(&a[r0 * c..], r1 - r0, r1, c), vm.sub_rows(0, r1), 1.0, true);
+            r0 = r1;
         }
+        // State update: S = diag(exp(b_L)) S + (K * exp(b_L - b))^T V.
         let last = &b[(l - 1) * kd..l * kd];
-        for r in 0..kd {
-            let d = last[r].exp();
-            state[r * vx..(r + 1) * vx].iter_mut().for_each(|s| *s *= d);
+        e[..kd].copy_from_slice(last);
+        exp_in_place(&mut e[..kd]);
+        let mut sm = MatMut::rows(state, kd, vx, vx);
+        for (r, &d) in e[..kd].iter().enumerate() {
+            sm.row_mut(r).iter_mut().for_each(|x| *x *= d);
         }
         for j in 0..l {
-            let vj = &v[j * vx..(j + 1) * vx];
-            for r in 0..kd {
-                let w = k[j * kd + r] * (last[r] - b[j * kd + r]).exp();
-                axpy(w, vj, &mut state[r * vx..(r + 1) * vx]);
-            }
+            let row = &mut kw[j * kd..(j + 1) * kd];
+            row.iter_mut().zip(&b[j * kd..(j + 1) * kd]).zip(last).for_each(|((x, &bj), &bl)| *x = bl - bj);
+            exp_in_place(row);
+            row.iter_mut().zip(km.row(j)).for_each(|(x, &kj)| *x *= kj);
         }
+        matmul(&mut sm, Mat::rows(kw, l, kd, kd).t(), vm, 1.0, true);
         start += l;
-    }
-}
-
-/// Fills the lower triangle of `a [l, c]` (row stride c) with
-/// `A_ij = sum_r q_ir k_jr exp(b_ir - b_jr)`, sub-chunk by sub-chunk (see module docs).
-#[allow(clippy::too_many_arguments)]
-fn intra_scores(
-    q: &[f32],
-    k: &[f32],
-    b: &[f32],
-    l: usize,
-    c: usize,
-    kd: usize,
-    a: &mut [f32],
-    q_anchored: &mut [f32],
-    k_anchored: &mut [f32],
-) {
-    let mut r0 = 0;
-    while r0 < l {
-        let r1 = (r0 + SUB_CHUNK).min(l);
-        let anchor = &b[r0 * kd..(r0 + 1) * kd];
-        if r0 > 0 {
-            for i in r0..r1 {
-                let qa = &mut q_anchored[(i - r0) * kd..(i - r0 + 1) * kd];
-                for r in 0..kd {
-                    qa[r] = q[i * kd + r] * (b[i * kd + r] - anchor[r]).exp();
-                }
-            }
-            for j in 0..r0 {
-                for r in 0..kd {
-                    k_anchored[r] = k[j * kd + r] * (anchor[r] - b[j * kd + r]).exp();
-                }
-                for i in r0..r1 {
-                    a[i * c + j] = dot(&q_anchored[(i - r0) * kd..(i - r0 + 1) * kd], k_anchored);
-                }
-            }
-        }
-        // Diagonal sub-block, element-wise.
-        for i in r0..r1 {
-            for j in r0..=i {
-                let mut s = 0.0f32;
-                for r in 0..kd {
-                    s += q[i * kd + r] * k[j * kd + r] * (b[i * kd + r] - b[j * kd + r]).exp();
-                }
-                a[i * c + j] = s;
-            }
-        }
-        r0 = r1;
     }
 }

@@ -6,76 +6,127 @@
 //! cumsum `b` of the log-decays (f32):
 //!
 //! ```text
-//! A_ij = (q_i . k_j) * exp(b_i - b_j)   for j <= i, never computed for j > i
-//! o_i  = exp(b_i) * (q_i S) + sum_{j<=i} A_ij v_j
-//! S   <- exp(b_L) * S + sum_j exp(b_L - b_j) k_j v_j^T
+//! A_ij = (q_i . k_j) * exp(b_i - b_j)   for j <= i, 0 for j > i
+//! O    = diag(exp(b)) (Q S) + A V
+//! S   <- exp(b_L) * S + (K * exp(b_L - b))^T V
 //! ```
 //!
+//! Every product is a dense matrix product ([`matmul`], the `gemm` crate): `Q S`
+//! (`L x K'` by `K' x V`), `Q K^T` and `A V` by row blocks of [`INTRA_BLOCK`] rows so
+//! that only the blocks on or below the diagonal are multiplied, and the state update
+//! `K^T V`. Plain calls read q, k, v in place (strided rows, the scale applied as a
+//! product coefficient); otherwise rows are gathered per chunk ([`HeadSource`]).
+//!
 //! With log-decays <= 0, `b` is non-increasing, so every exponent is <= 0: no overflow.
-//! The upper triangle (j > i, exponent > 0) is masked by never evaluating it. Without
-//! gates all exponentials are skipped. Outputs are the raw (unnormalized) rows
-//! `[L, V(+1)]`; normalization happens in the caller. Accumulation is f32.
+//! The upper triangle (j > i, exponent > 0) is never exponentiated: its product
+//! entries are overwritten with 0 before `A V`. Without gates all exponentials are
+//! skipped. Exponentials use `vecops::exp_fast` (vectorized). Outputs are the raw
+//! (unnormalized) rows `[L, V(+1)]` written to `out`; normalization happens in the
+//! caller. Accumulation is f32.
+//!
+//! The body is compiled for the baseline target and, on x86-64, for AVX2 + FMA
+//! (`run_head` dispatches on [`Isa`]); both are tested against each other.
 
-use super::source::HeadSource;
-use crate::vecops::{axpy, dot};
+use super::matmul::{Mat, MatMut, matmul};
+use super::source::{HeadSource, Scratch};
+use crate::vecops::{Isa, exp_fast, exp_in_place};
+
+/// Query rows per block of the intra-chunk products.
+pub(crate) const INTRA_BLOCK: usize = 16;
 
 /// Runs the whole sequence of `src`: `state [K', V(+1)]` in/out, `out [len, V(+1)]`
-/// receives the raw output rows (must be zeroed).
-pub(crate) fn run_head(src: &HeadSource, state: &mut [f32], out: &mut [f32]) {
+/// receives the raw output rows (overwritten).
+pub(crate) fn run_head(src: &HeadSource, isa: Isa, scratch: &mut Scratch, state: &mut [f32], out: &mut MatMut) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => {
+            // SAFETY: `Isa::Avx2Fma` is only used when `Isa::detect` found AVX2 and FMA
+            // on this CPU (tests force it only under the same check).
+            unsafe { run_head_avx2(src, scratch, state, out) }
+        }
+        _ => run_head_body(src, scratch, state, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn run_head_avx2(src: &HeadSource, scratch: &mut Scratch, state: &mut [f32], out: &mut MatMut) {
+    run_head_body(src, scratch, state, out);
+}
+
+#[inline(always)]
+fn run_head_body(src: &HeadSource, scratch: &mut Scratch, state: &mut [f32], out: &mut MatMut) {
     let p = src.problem;
     let (kd, vx) = (p.rec_key_dim, p.value_width());
     let len = src.len();
     let c = p.chunk.min(len.max(1));
     let gated = src.has_gates();
-    let mut q = vec![0.0f32; c * kd];
-    let mut k = vec![0.0f32; c * kd];
-    let mut v = vec![0.0f32; c * vx];
-    let mut b = vec![0.0f32; c];
-    let mut a = vec![0.0f32; c * c];
+    let in_place = src.reads_in_place();
+    scratch.reserve(c, kd, vx);
+    let Scratch { q, k, v, b, a, e, kw, .. } = scratch;
     let mut start = 0;
     while start < len {
         let l = c.min(len - start);
-        src.fill_queries(start, l, &mut q);
-        src.fill_keys_values(start, l, &mut k, &mut v);
+        let (qm, km, vm, alpha) = if in_place {
+            (src.q_rows(start, l), src.k_rows(start, l), src.v_rows(start, l), p.scale)
+        } else {
+            src.fill_queries(start, l, q);
+            src.fill_keys_values(start, l, k, v);
+            (Mat::rows(q, l, kd, kd), Mat::rows(k, l, kd, kd), Mat::rows(v, l, vx, vx), 1.0)
+        };
         if gated {
-            src.fill_scalar_gates(start, l, &mut b);
+            src.fill_scalar_gates(start, l, b);
             for i in 1..l {
                 b[i] += b[i - 1];
             }
         }
-        // Intra-chunk scores, lower triangle only.
-        for i in 0..l {
-            let qi = &q[i * kd..(i + 1) * kd];
-            for j in 0..=i {
-                let s = dot(qi, &k[j * kd..(j + 1) * kd]);
-                a[i * c + j] = if gated { s * (b[i] - b[j]).exp() } else { s };
-            }
-        }
-        // Outputs: inter-chunk through the state, then the intra-chunk product.
-        for i in 0..l {
-            let o = &mut out[(start + i) * vx..(start + i + 1) * vx];
-            for r in 0..kd {
-                axpy(q[i * kd + r], &state[r * vx..(r + 1) * vx], o);
-            }
-            if gated {
-                let d = b[i].exp();
-                o.iter_mut().for_each(|x| *x *= d);
-            }
-            for j in 0..=i {
-                axpy(a[i * c + j], &v[j * vx..(j + 1) * vx], o);
-            }
-        }
-        // State update.
+        let mut o = out.sub_rows(start, start + l);
+        // Inter-chunk: O = diag(exp(b)) (alpha Q) S.
+        matmul(&mut o, qm, Mat::rows(state, kd, vx, vx), alpha, false);
         if gated {
-            let d = b[l - 1].exp();
-            state.iter_mut().for_each(|s| *s *= d);
-        }
-        for j in 0..l {
-            let w = if gated { (b[l - 1] - b[j]).exp() } else { 1.0 };
-            let vj = &v[j * vx..(j + 1) * vx];
-            for r in 0..kd {
-                axpy(k[j * kd + r] * w, vj, &mut state[r * vx..(r + 1) * vx]);
+            e[..l].copy_from_slice(&b[..l]);
+            exp_in_place(&mut e[..l]);
+            for (i, &d) in e[..l].iter().enumerate() {
+                o.row_mut(i).iter_mut().for_each(|x| *x *= d);
             }
+        }
+        // Intra-chunk, block by block of query rows: A = (alpha Q K^T) masked and
+        // decayed, O += A V.
+        let mut r0 = 0;
+        while r0 < l {
+            let r1 = (r0 + INTRA_BLOCK).min(l);
+            let block = &mut a[r0 * c..];
+            matmul(&mut MatMut::rows(block, r1 - r0, r1, c), qm.sub_rows(r0, r1), km.sub_rows(0, r1).t(), alpha, false);
+            for i in r0..r1 {
+                let row = &mut a[i * c..i * c + r1];
+                if gated {
+                    let (bi, ei) = (b[i], &mut e[..=i]);
+                    ei.iter_mut().zip(&b[..=i]).for_each(|(x, &bj)| *x = bi - bj);
+                    exp_in_place(ei);
+                    row[..=i].iter_mut().zip(ei.iter()).for_each(|(x, &w)| *x *= w);
+                }
+                row[i + 1..].fill(0.0);
+            }
+            matmul(&mut o.sub_rows(r0, r1), Mat::rows(&a[r0 * c..], r1 - r0, r1, c), vm.sub_rows(0, r1), 1.0, true);
+            r0 = r1;
+        }
+        // State update: S = exp(b_L) S + (K * exp(b_L - b))^T V.
+        let mut sm = MatMut::rows(state, kd, vx, vx);
+        if gated {
+            let bl = b[l - 1];
+            let dl = exp_fast(bl);
+            for r in 0..kd {
+                sm.row_mut(r).iter_mut().for_each(|x| *x *= dl);
+            }
+            e[..l].iter_mut().zip(&b[..l]).for_each(|(x, &bj)| *x = bl - bj);
+            exp_in_place(&mut e[..l]);
+            for j in 0..l {
+                let w = e[j];
+                kw[j * kd..(j + 1) * kd].iter_mut().zip(km.row(j)).for_each(|(x, &kj)| *x = kj * w);
+            }
+            matmul(&mut sm, Mat::rows(kw, l, kd, kd).t(), vm, 1.0, true);
+        } else {
+            matmul(&mut sm, km.t(), vm, 1.0, true);
         }
         start += l;
     }

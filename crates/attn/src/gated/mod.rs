@@ -8,26 +8,34 @@
 //! or `[B, T, H, K']`; state `[N, H, K', V]` (+ z `[N, H, K']`) in f32; output
 //! `[B, T, H, V]` in the dtype of q. Computation is f32 (fast) or f64 (reference).
 //!
-//! Each public op validates once ([`problem::Problem::new`]) and then dispatches on the
-//! device in [`forward`]: CPU -> the chunked kernels ([`chunk_scalar`] for scalar or no
-//! decay, [`chunk_per_key`] for per-key decay), run in parallel over
-//! sequences x heads; CUDA / WebGPU -> [`crate::gpu::gated_forward`] (every gate, the
-//! normalizer and the feature maps). The `*_reference` functions run the f64 oracle on
-//! the host.
+//! Each public op validates once ([`problem::Problem::for_fast_kernels`]: metadata only
+//! for GPU inputs, no device->host copy; plus host f32 data and the non-finite check for
+//! CPU inputs and for the reference) and then dispatches on the device in [`forward`]:
+//! CPU -> the chunked kernels ([`chunk_scalar`] for scalar or no decay,
+//! [`chunk_per_key`] for per-key decay: dense per-chunk products through `gemm`, AVX2
+//! element-wise code when detected), run in parallel over sequences x heads with
+//! per-thread scratch, writing `[B, T, H, V]` in place when there is no normalizer;
+//! CUDA / WebGPU -> [`crate::gpu::gated_forward`] (every gate, the normalizer and the
+//! feature maps). The `*_reference` functions run the f64 oracle on the host.
 
 pub(crate) mod chunk_per_key;
 pub(crate) mod chunk_scalar;
 pub mod decode;
+pub(crate) mod matmul;
 pub(crate) mod problem;
 pub(crate) mod reference;
 pub(crate) mod source;
 
-use linattn_tensor::{DType, Device, Error, Result, Tensor};
+use linattn_tensor::{CpuBuffer, DType, Device, Error, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use matmul::MatMut;
 pub use problem::GateInput;
 use problem::Problem;
-use source::HeadSource;
+use source::{HeadSource, Scratch};
+
+use crate::layout::SeqSpan;
+use crate::vecops::Isa;
 
 use crate::options::{AttnOptions, AttnOutput, LinearState};
 
@@ -89,9 +97,15 @@ pub(crate) fn forward(
     opts: &AttnOptions,
     engine: Engine,
 ) -> Result<AttnOutput> {
-    let problem = Problem::new(op, q, k, v, gate, opts)?;
+    let problem = match engine {
+        Engine::Reference => Problem::new(op, q, k, v, gate, opts)?,
+        Engine::Fast => Problem::for_fast_kernels(op, q, k, v, gate, opts)?,
+    };
     let (out, states) = match engine {
-        Engine::Reference => reference::run(&problem),
+        Engine::Reference => {
+            let (out, states) = reference::run(&problem);
+            (CpuBuffer::from_slice(&out), states)
+        }
         // Device dispatch: the one place this op family picks a fast kernel.
         Engine::Fast => match &problem.device {
             Device::Cpu => run_cpu_chunked(&problem),
@@ -101,7 +115,7 @@ pub(crate) fn forward(
             other => return Err(Error::NotImplementedOnDevice { op, device: other.to_string() }),
         },
     };
-    assemble(&problem, &out, &states)
+    assemble(&problem, out, &states)
 }
 
 /// The GPU kernels cover every gate, the normalizer and the feature maps
@@ -142,54 +156,125 @@ fn run_gpu_chunked(
     })
 }
 
+/// Runs one (sequence, head) through the chunked kernel that fits the gates.
+fn run_task(p: &Problem, isa: Isa, scratch: &mut Scratch, span: SeqSpan, head: usize, out: &mut MatMut) -> Vec<f32> {
+    let src = HeadSource { problem: p, span, head };
+    let mut state = p.initial_head_state(span.index, head);
+    if src.gates_per_key() {
+        chunk_per_key::run_head(&src, isa, scratch, &mut state, out);
+    } else {
+        chunk_scalar::run_head(&src, isa, scratch, &mut state, out);
+    }
+    state
+}
+
+/// (sequence, head) tasks, sequence-major.
+fn tasks(p: &Problem) -> Vec<(SeqSpan, usize)> {
+    p.spans.iter().flat_map(|s| (0..p.dims.heads).map(move |h| (*s, h))).collect()
+}
+
 /// Runs every (sequence, head) raw through the chunked kernel that fits the gates.
 /// Returns raw outputs `[len, V(+1)]` and final extended states `[K', V(+1)]` per task,
 /// tasks ordered sequence-major.
 pub(crate) fn run_raw_heads(p: &Problem) -> Vec<(Vec<f32>, Vec<f32>)> {
-    let tasks: Vec<_> = p.spans.iter().flat_map(|s| (0..p.dims.heads).map(move |h| (*s, h))).collect();
+    run_raw_heads_with(p, Isa::detect())
+}
+
+fn run_raw_heads_with(p: &Problem, isa: Isa) -> Vec<(Vec<f32>, Vec<f32>)> {
     let vx = p.value_width();
-    tasks
+    tasks(p)
         .par_iter()
-        .map(|&(span, head)| {
-            let src = HeadSource { problem: p, span, head };
-            let mut state = p.initial_head_state(span.index, head);
+        .map_init(Scratch::default, |scratch, &(span, head)| {
             let mut raw = vec![0.0f32; span.len() * vx];
-            if src.gates_per_key() {
-                chunk_per_key::run_head(&src, &mut state, &mut raw);
-            } else {
-                chunk_scalar::run_head(&src, &mut state, &mut raw);
-            }
+            let state = run_task(p, isa, scratch, span, head, &mut MatMut::rows(&mut raw, span.len(), vx, vx));
             (raw, state)
         })
         .collect()
 }
 
+/// The output buffer `[B, T, H, V]` shared by the tasks of [`run_cpu_chunked_into`],
+/// each of which writes only its own (sequence, head) rows.
+struct SharedOutput(*mut f32);
+
+// SAFETY: the pointer is only turned into views of disjoint (sequence, head) rows, one
+// task each (see `run_cpu_chunked_into`), so sending or sharing it across the rayon
+// workers never gives two threads the same element.
+unsafe impl Send for SharedOutput {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    /// The base pointer (a method, so closures capture the `Sync` wrapper, not the field).
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// The fast CPU path: chunked kernels, then normalization and scatter into `[B, T, H, V]`.
-fn run_cpu_chunked(p: &Problem) -> (Vec<f32>, Vec<Vec<f32>>) {
+/// The output is written into the buffer that becomes the output tensor (no copy for
+/// f32 outputs).
+fn run_cpu_chunked(p: &Problem) -> (CpuBuffer, Vec<Vec<f32>>) {
+    let d = p.dims;
+    let mut out = CpuBuffer::zeroed(d.batch * d.seq_len * d.heads * d.value_dim * size_of::<f32>());
+    let slice = out.as_slice_mut::<f32>().expect("a buffer of whole f32s");
+    let states = run_cpu_chunked_into(p, Isa::detect(), slice);
+    (out, states)
+}
+
+/// [`run_cpu_chunked`] on a given instruction set, into a vector.
+#[cfg(test)]
+pub(crate) fn run_cpu_chunked_with(p: &Problem, isa: Isa) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let d = p.dims;
+    let mut out = vec![0.0f32; d.batch * d.seq_len * d.heads * d.value_dim];
+    let states = run_cpu_chunked_into(p, isa, &mut out);
+    (out, states)
+}
+
+/// Runs all tasks, writing the output `[B, T, H, V]` into `out`; returns the final
+/// extended states per task.
+fn run_cpu_chunked_into(p: &Problem, isa: Isa, out: &mut [f32]) -> Vec<Vec<f32>> {
+    assert!(p.host_data, "the CPU kernels need the host data of the problem");
     let d = p.dims;
     let (vd, vx) = (d.value_dim, p.value_width());
-    let results = run_raw_heads(p);
-    let mut out = vec![0.0f32; d.batch * d.seq_len * d.heads * vd];
+    assert_eq!(out.len(), d.batch * d.seq_len * d.heads * vd);
+    if !p.normalize {
+        // Raw rows are the output rows: the kernels write `[B, T, H, V]` in place.
+        let base = SharedOutput(out.as_mut_ptr());
+        let total = out.len();
+        let states = tasks(p)
+            .par_iter()
+            .map_init(Scratch::default, |scratch, &(span, head)| {
+                let first = d.v_index(span.row, span.start, head, 0);
+                let rows = span.len();
+                assert!(rows == 0 || first + (rows - 1) * d.heads * vd + vd <= total);
+                // SAFETY: the view covers rows `span.start..span.end` of sequence
+                // `span.row`, head `head`: `vd` elements per row, row stride `H * V`,
+                // inside `out` (asserted above). Tasks differ in (span, head) and spans
+                // do not overlap, so no element is in two views; `out` outlives the
+                // parallel loop and is not touched elsewhere during it.
+                let mut view = unsafe { MatMut::from_raw(base.ptr().add(first), rows, vd, d.heads * vd) };
+                run_task(p, isa, scratch, span, head, &mut view)
+            })
+            .collect();
+        return states;
+    }
+    let results = run_raw_heads_with(p, isa);
     let mut states = Vec::with_capacity(results.len());
     for (task, (raw, state)) in results.into_iter().enumerate() {
         let (span, h) = (p.spans[task / d.heads], task % d.heads);
         for m in 0..span.len() {
             let row = &raw[m * vx..(m + 1) * vx];
             let dst = &mut out[d.v_index(span.row, span.start + m, h, 0)..][..vd];
-            if p.normalize {
-                let inv = 1.0 / (row[vd] + p.eps);
-                dst.iter_mut().zip(row).for_each(|(o, &r)| *o = r * inv);
-            } else {
-                dst.copy_from_slice(&row[..vd]);
-            }
+            let inv = 1.0 / (row[vd] + p.eps);
+            dst.iter_mut().zip(row).for_each(|(o, &r)| *o = r * inv);
         }
         states.push(state);
     }
-    (out, states)
+    states
 }
 
 /// Builds the output tensor and splits extended states into `kv` and `z`.
-fn assemble(p: &Problem, out: &[f32], states: &[Vec<f32>]) -> Result<AttnOutput> {
+fn assemble(p: &Problem, out: CpuBuffer, states: &[Vec<f32>]) -> Result<AttnOutput> {
     let d = p.dims;
     let (kd, vd, vx) = (p.rec_key_dim, d.value_dim, p.value_width());
     let n = p.spans.len();
@@ -203,8 +288,51 @@ fn assemble(p: &Problem, out: &[f32], states: &[Vec<f32>]) -> Result<AttnOutput>
             }
         }
     }
-    let output = Tensor::from_f32(out, p.out_dtype, [d.batch, d.seq_len, d.heads, vd])?;
+    let shape = [d.batch, d.seq_len, d.heads, vd];
+    let output = if p.out_dtype == DType::F32 {
+        Tensor::from_storage(Storage::Cpu(out), shape, DType::F32)?
+    } else {
+        Tensor::from_f32(out.as_slice::<f32>()?, p.out_dtype, shape)?
+    };
     let kv = Tensor::from_f32(&kv, DType::F32, [n, d.heads, kd, vd])?;
     let z = if p.normalize { Some(Tensor::from_f32(&z, DType::F32, [n, d.heads, kd])?) } else { None };
     Ok(AttnOutput { output, final_state: LinearState { kv, z } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 * 0.618 + seed as f32 * 1.7).sin() * 43758.547).fract() - 0.5).collect()
+    }
+
+    /// The baseline and the AVX2 + FMA compilations of both kernels agree (when the CPU
+    /// has AVX2), and both match the f64 reference.
+    #[test]
+    fn portable_and_avx2_kernels_agree() {
+        let (b, t, h, kd, vd) = (2usize, 150usize, 2usize, 24usize, 20usize);
+        let q = Tensor::from_f32(&pattern(b * t * h * kd, 1), DType::F32, [b, t, h, kd]).unwrap();
+        let k = Tensor::from_f32(&pattern(b * t * h * kd, 2), DType::F32, [b, t, h, kd]).unwrap();
+        let v = Tensor::from_f32(&pattern(b * t * h * vd, 3), DType::F32, [b, t, h, vd]).unwrap();
+        let gs: Vec<f32> = pattern(b * t * h, 4).iter().map(|x| -0.2 * (x + 0.6)).collect();
+        let gk: Vec<f32> = pattern(b * t * h * kd, 5).iter().map(|x| -0.2 * (x + 0.6)).collect();
+        let gs = Tensor::from_f32(&gs, DType::F32, [b, t, h]).unwrap();
+        let gk = Tensor::from_f32(&gk, DType::F32, [b, t, h, kd]).unwrap();
+        for normalize in [false, true] {
+            let opts = AttnOptions { normalize, chunk_size: 32, ..AttnOptions::default() };
+            for gate in [GateInput::None, GateInput::PerToken(&gs), GateInput::PerKey(&gk)] {
+                let p = Problem::new("test", &q, &k, &v, gate, &opts).unwrap();
+                let (portable, _) = run_cpu_chunked_with(&p, Isa::Portable);
+                let (reference, _) = reference::run(&p);
+                let err = crate::relative_rms_error(&reference, &portable);
+                assert!(err < 1e-5, "portable vs reference: {err:e} ({gate:?}, normalize {normalize})");
+                if Isa::detect() == Isa::Avx2Fma {
+                    let (avx2, _) = run_cpu_chunked_with(&p, Isa::Avx2Fma);
+                    let err = crate::relative_rms_error(&portable, &avx2);
+                    assert!(err < 1e-6, "portable vs avx2: {err:e} ({gate:?}, normalize {normalize})");
+                }
+            }
+        }
+    }
 }

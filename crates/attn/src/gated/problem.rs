@@ -1,10 +1,19 @@
 //! Validation of a gated linear-attention call and its inputs in f32.
 //!
-//! [`Problem::new`] checks everything once (shapes with both shapes in the message,
-//! dtypes, devices, head dims, chunk size, `cu_seqlens`, feature maps, gates, initial
-//! state, non-finite values) and converts the inputs to f32 host slices (zero-copy for
-//! f32 CPU tensors). Both the reference and the fast CPU kernels read a `Problem`; a GPU
-//! kernel would take the same validated sizes.
+//! Two steps. Validation (always): shapes with both shapes in the message, dtypes,
+//! devices, head dims, chunk size, `cu_seqlens`, feature maps, gate and initial-state
+//! shapes, scale and eps; metadata only, no tensor data is read. Host data (only when
+//! the inputs live on the CPU, or when the f64 reference runs): q, k, v, gates and the
+//! initial state as f32 host slices (zero-copy for f32 CPU tensors), each scanned for
+//! non-finite values in place (`Error::NonFinite`, first offending index).
+//!
+//! [`Problem::new`] does both on any device (the f64 reference and the window hybrid
+//! read host data). [`Problem::for_fast_kernels`] does both for CPU inputs and only the
+//! validation for GPU inputs: a GPU call then copies nothing to the host. The GPU
+//! kernels take the tensors themselves, with sizes checked here (so they never index
+//! out of bounds); non-finite inputs are not detected on that path (detection needs the
+//! data on the host, which is what the GPU path avoids), they propagate into the output
+//! as in any floating-point kernel. The CPU path keeps the check.
 
 use std::borrow::Cow;
 
@@ -36,7 +45,8 @@ pub(crate) enum Gates {
     PerKey(Vec<f32>),
 }
 
-/// A validated call with its inputs as f32 host slices.
+/// A validated call; with its inputs as f32 host slices when `host_data` is set (empty
+/// slices and `Gates` without values otherwise, see the module header).
 pub(crate) struct Problem<'a> {
     pub dims: AttnDims,
     /// Key dim the recurrence sees: K, or 2F with a key feature map.
@@ -60,6 +70,8 @@ pub(crate) struct Problem<'a> {
     pub key_shift: usize,
     pub out_dtype: DType,
     pub device: Device,
+    /// Whether q, k, v, gates and the initial state were loaded to the host.
+    pub host_data: bool,
 }
 
 /// A tensor's values as f32 on the host, borrowed when it already is an f32 CPU tensor.
@@ -97,8 +109,41 @@ fn check_device(op: &'static str, name: &str, t: &Tensor, device: &Device) -> Re
     }
 }
 
+/// Fails with `Error::NonFinite` at the first non-finite value of `values` (the host
+/// data of tensor `name`), without copying it. The scan is parallel and branch-free
+/// (`x * 0` is NaN exactly when x is not finite); the index is searched only on failure.
+fn check_finite_host(op: &'static str, name: &str, values: &[f32]) -> Result<()> {
+    use rayon::prelude::*;
+    let all_finite = values.par_chunks(1 << 16).all(|part| {
+        let mut acc = [0.0f32; 8];
+        let mut blocks = part.chunks_exact(8);
+        for b in &mut blocks {
+            for l in 0..8 {
+                acc[l] += b[l] * 0.0;
+            }
+        }
+        let tail: f32 = blocks.remainder().iter().map(|x| x * 0.0).sum();
+        acc.iter().sum::<f32>() + tail == 0.0
+    });
+    if all_finite {
+        return Ok(());
+    }
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(Error::NonFinite { op, tensor: name.to_string(), index, value: values[index] }),
+        None => Ok(()),
+    }
+}
+
+/// `t` as f32 on the host, checked for non-finite values.
+fn load_checked<'t>(op: &'static str, name: &str, t: &'t Tensor) -> Result<Cow<'t, [f32]>> {
+    let values = host_f32(t)?;
+    check_finite_host(op, name, &values)?;
+    Ok(values)
+}
+
 impl<'a> Problem<'a> {
-    /// Validates a prefill call; see the module header.
+    /// Validates a prefill call and loads the host data on any device (the f64
+    /// reference, the window hybrid); see the module header.
     pub fn new(
         op: &'static str,
         q: &'a Tensor,
@@ -106,6 +151,47 @@ impl<'a> Problem<'a> {
         v: &'a Tensor,
         gate: GateInput<'a>,
         opts: &AttnOptions<'a>,
+    ) -> Result<Problem<'a>> {
+        Self::build(op, q, k, v, gate, opts, true, true)
+    }
+
+    /// Validates a decode step on the CPU: loads q, k, v and gates, but leaves the
+    /// initial state (validated: shape, dtype, device) for the step kernel to read in
+    /// place (`initial_kv` / `initial_z` stay `None`; the kernel checks finiteness).
+    pub fn for_cpu_step(
+        op: &'static str,
+        q: &'a Tensor,
+        k: &'a Tensor,
+        v: &'a Tensor,
+        gate: GateInput<'a>,
+        opts: &AttnOptions<'a>,
+    ) -> Result<Problem<'a>> {
+        Self::build(op, q, k, v, gate, opts, true, false)
+    }
+
+    /// Validates a prefill call for the device's fast kernels: loads the host data only
+    /// for CPU inputs, so a GPU call copies nothing to the host.
+    pub fn for_fast_kernels(
+        op: &'static str,
+        q: &'a Tensor,
+        k: &'a Tensor,
+        v: &'a Tensor,
+        gate: GateInput<'a>,
+        opts: &AttnOptions<'a>,
+    ) -> Result<Problem<'a>> {
+        Self::build(op, q, k, v, gate, opts, q.is_cpu(), q.is_cpu())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        op: &'static str,
+        q: &'a Tensor,
+        k: &'a Tensor,
+        v: &'a Tensor,
+        gate: GateInput<'a>,
+        opts: &AttnOptions<'a>,
+        host_data: bool,
+        load_state: bool,
     ) -> Result<Problem<'a>> {
         let qd = q.dims();
         if qd.len() != 4 {
@@ -176,15 +262,15 @@ impl<'a> Problem<'a> {
             GateInput::None => Gates::None,
             GateInput::PerHead(g) => {
                 expect_shape(op, "g", g, &[heads], "[H]")?;
-                Gates::PerHead(load_gate(op, g, &device)?)
+                Gates::PerHead(load_gate(op, g, &device, host_data)?)
             }
             GateInput::PerToken(g) => {
                 expect_shape(op, "g", g, &[batch, seq_len, heads], "[B, T, H]")?;
-                Gates::PerToken(load_gate(op, g, &device)?)
+                Gates::PerToken(load_gate(op, g, &device, host_data)?)
             }
             GateInput::PerKey(g) => {
                 expect_shape(op, "g", g, &[batch, seq_len, heads, rec_key_dim], "[B, T, H, K']")?;
-                Gates::PerKey(load_gate(op, g, &device)?)
+                Gates::PerKey(load_gate(op, g, &device, host_data)?)
             }
         };
 
@@ -202,7 +288,6 @@ impl<'a> Problem<'a> {
                     });
                 }
                 check_device(op, "initial_state.kv", &state.kv, &device)?;
-                state.kv.check_finite(op, "initial_state.kv")?;
                 let z = match (&state.z, opts.normalize) {
                     (None, _) => None,
                     (Some(_), false) => {
@@ -213,11 +298,16 @@ impl<'a> Problem<'a> {
                     (Some(z), true) => {
                         expect_shape(op, "initial_state.z", z, &want[..3], "[N, H, K']")?;
                         check_device(op, "initial_state.z", z, &device)?;
-                        z.check_finite(op, "initial_state.z")?;
-                        Some(z.to_f32_vec()?)
+                        Some(z)
                     }
                 };
-                (Some(state.kv.to_f32_vec()?), z)
+                if host_data && load_state {
+                    let kv = load_checked(op, "initial_state.kv", &state.kv)?.into_owned();
+                    let z = z.map(|z| load_checked(op, "initial_state.z", z).map(Cow::into_owned)).transpose()?;
+                    (Some(kv), z)
+                } else {
+                    (None, None)
+                }
             }
         };
 
@@ -228,16 +318,18 @@ impl<'a> Problem<'a> {
         if !(opts.eps.is_finite() && opts.eps >= 0.0) {
             return Err(Error::invalid(format!("{op}: eps must be finite and >= 0, got {}", opts.eps)));
         }
-        for (name, t) in [("q", q), ("k", k), ("v", v)] {
-            t.check_finite(op, name)?;
-        }
+        let (q_host, k_host, v_host) = if host_data {
+            (load_checked(op, "q", q)?, load_checked(op, "k", k)?, load_checked(op, "v", v)?)
+        } else {
+            (Cow::Borrowed(&[][..]), Cow::Borrowed(&[][..]), Cow::Borrowed(&[][..]))
+        };
         Ok(Problem {
             dims,
             rec_key_dim,
             spans,
-            q: host_f32(q)?,
-            k: host_f32(k)?,
-            v: host_f32(v)?,
+            q: q_host,
+            k: k_host,
+            v: v_host,
             gates,
             q_map,
             k_map,
@@ -250,6 +342,7 @@ impl<'a> Problem<'a> {
             key_shift: 0,
             out_dtype: q.dtype(),
             device,
+            host_data,
         })
     }
 
@@ -278,9 +371,10 @@ impl<'a> Problem<'a> {
     }
 }
 
-fn load_gate(op: &'static str, g: &Tensor, device: &Device) -> Result<Vec<f32>> {
+/// Checks a gate tensor's dtype and device; with `host_data` returns its values in f32
+/// (checked finite), otherwise an empty vector.
+fn load_gate(op: &'static str, g: &Tensor, device: &Device, host_data: bool) -> Result<Vec<f32>> {
     check_float(op, "g", g)?;
     check_device(op, "g", g, device)?;
-    g.check_finite(op, "g")?;
-    g.to_f32_vec()
+    if host_data { Ok(load_checked(op, "g", g)?.into_owned()) } else { Ok(Vec::new()) }
 }

@@ -5,9 +5,57 @@
 //! mapped tensor is never materialized), the scale on q, and for values the extra
 //! ones-column that accumulates the normalizer z. With `key_shift = W` (window hybrid)
 //! position m reads the key and value of position `m - W`, and zeros before that.
+//!
+//! Plain calls (no feature map, no normalizer, no key shift) need no gathering: the
+//! kernels then read q, k, v in place as strided views ([`HeadSource::q_rows`] etc.,
+//! row stride `H * K` or `H * V`) and apply the scale as a product coefficient.
+//! [`Scratch`] holds the per-thread chunk buffers, reused across tasks.
 
+use super::matmul::Mat;
 use super::problem::{Gates, Problem};
 use crate::layout::SeqSpan;
+
+/// Chunk buffers of one worker thread, grown on demand and reused across
+/// (sequence, head) tasks.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// Gathered (or, for GLA, decayed) queries `[C, K']`.
+    pub q: Vec<f32>,
+    /// Gathered keys `[C, K']`.
+    pub k: Vec<f32>,
+    /// Gathered values `[C, V(+1)]`.
+    pub v: Vec<f32>,
+    /// Chunk-local cumulative log-decays, `[C]` or `[C, K']`.
+    pub b: Vec<f32>,
+    /// Intra-chunk scores `[C, C]`.
+    pub a: Vec<f32>,
+    /// Exponentials, `[C, K']` at most.
+    pub e: Vec<f32>,
+    /// Anchored queries of a sub-chunk (GLA), `[C, K']` at most.
+    pub qa: Vec<f32>,
+    /// Decay-weighted keys `[C, K']`.
+    pub kw: Vec<f32>,
+}
+
+impl Scratch {
+    /// Makes every buffer large enough for chunks of `c` rows, key width `kd`, value
+    /// width `vx`.
+    pub fn reserve(&mut self, c: usize, kd: usize, vx: usize) {
+        let grow = |b: &mut Vec<f32>, n: usize| {
+            if b.len() < n {
+                b.resize(n, 0.0);
+            }
+        };
+        grow(&mut self.q, c * kd);
+        grow(&mut self.k, c * kd);
+        grow(&mut self.v, c * vx);
+        grow(&mut self.b, c * kd);
+        grow(&mut self.a, c * c);
+        grow(&mut self.e, c * kd.max(c));
+        grow(&mut self.qa, c * kd);
+        grow(&mut self.kw, c * kd);
+    }
+}
 
 /// One sequence and head of a [`Problem`].
 pub(crate) struct HeadSource<'p, 'a> {
@@ -30,6 +78,35 @@ impl HeadSource<'_, '_> {
         let (b, t) = self.token(m);
         let d = self.problem.dims;
         &data[d.qk_index(b, t, self.head, 0)..][..d.key_dim]
+    }
+
+    /// Whether q, k, v can be read in place (no feature map, no ones column, no key
+    /// shift): see [`Self::q_rows`], [`Self::k_rows`], [`Self::v_rows`].
+    pub fn reads_in_place(&self) -> bool {
+        let p = self.problem;
+        p.q_map.is_none() && p.k_map.is_none() && !p.normalize && p.key_shift == 0
+    }
+
+    /// Rows `start..start+len` of raw q as a strided `[len, K]` view (unscaled).
+    pub fn q_rows(&self, start: usize, len: usize) -> Mat<'_> {
+        self.strided(&self.problem.q, start, len, self.problem.dims.key_dim)
+    }
+
+    /// Rows `start..start+len` of raw k as a strided `[len, K]` view.
+    pub fn k_rows(&self, start: usize, len: usize) -> Mat<'_> {
+        self.strided(&self.problem.k, start, len, self.problem.dims.key_dim)
+    }
+
+    /// Rows `start..start+len` of v as a strided `[len, V]` view.
+    pub fn v_rows(&self, start: usize, len: usize) -> Mat<'_> {
+        self.strided(&self.problem.v, start, len, self.problem.dims.value_dim)
+    }
+
+    fn strided<'s>(&self, data: &'s [f32], start: usize, len: usize, width: usize) -> Mat<'s> {
+        let (b, t) = self.token(start);
+        let d = self.problem.dims;
+        let at = ((b * d.seq_len + t) * d.heads + self.head) * width;
+        Mat::rows(&data[at..], len, width, d.heads * width)
     }
 
     /// Rows `start..start+len` of `scale * phi_q(q)` into `out [len, K']`.

@@ -369,54 +369,6 @@ pub fn reference_matmul(w: &[f32], rows: usize, cols: usize, x: &[f32], m: usize
     }
     y
 }
-
-#[cfg(test)]
-mod perf_probe {
-    use super::*;
-
-    /// Single-thread kernel throughput on L2-resident rows (run with `--ignored`).
-    #[test]
-    #[ignore]
-    fn kernel_throughput() {
-        let (rows, cols) = (64, 4096);
-        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 2001) as f32) / 1000.0 - 1.0).collect();
-        let x: Vec<f32> = (0..cols).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
-        for fmt in [GgmlFormat::Q4_0, GgmlFormat::Q8_0, GgmlFormat::Q4K] {
-            let bytes = crate::ggml::quantize(fmt, &w).unwrap();
-            let rb = fmt.row_bytes(cols).unwrap();
-            let acts = Q8Acts::quantize(&x, Q8Acts::block_for(fmt));
-            for q8 in [false, true] {
-                let t = std::time::Instant::now();
-                let mut s = 0.0;
-                let reps = 200;
-                for _ in 0..reps {
-                    for r in 0..rows {
-                        let row = &bytes[r * rb..(r + 1) * rb];
-                        s += if q8 {
-                            ggml_row_dot_q8(CpuKernel::detect(), fmt, row, &acts)
-                        } else {
-                            ggml_row_dot(CpuKernel::detect(), fmt, row, &x)
-                        };
-                    }
-                }
-                let secs = t.elapsed().as_secs_f64();
-                println!("{fmt} q8={q8}: {:.2} GB/s single thread ({s})", (reps * rows * rb) as f64 / secs / 1e9);
-            }
-        }
-        let fb =
-            crate::bnb::FourBitWeight::quantize(&w, [rows, cols], crate::bnb::FourBitKind::Nf4, 64, false).unwrap();
-        let mut y = vec![0.0; rows];
-        let t = std::time::Instant::now();
-        for _ in 0..200 {
-            fourbit_matvec_into(CpuKernel::detect(), &fb, &x, &mut y).unwrap();
-        }
-        println!(
-            "nf4: {:.2} GB/s (2 threads)",
-            (200 * rows * (cols / 2 + cols / 16)) as f64 / t.elapsed().as_secs_f64() / 1e9
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

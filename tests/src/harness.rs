@@ -255,8 +255,11 @@ pub fn open_device(spec: &str) -> DeviceOutcome {
     match Device::parse(spec) {
         Ok(d) => DeviceOutcome::Ready(d),
         Err(err @ Error::DeviceUnavailable { .. }) => {
-            let required = linattn_tensor::gpu_required()
-                || (spec.starts_with("wgpu") && matches!(std::env::var("LINATTN_REQUIRE_WGPU").as_deref(), Ok("1")));
+            let required = if spec.starts_with("wgpu") {
+                linattn_tensor::wgpu_required()
+            } else {
+                linattn_tensor::cuda_required()
+            };
             if required { DeviceOutcome::Missing(err.to_string()) } else { DeviceOutcome::Skip(err.to_string()) }
         }
         Err(err) => DeviceOutcome::Missing(err.to_string()),

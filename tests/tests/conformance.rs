@@ -11,12 +11,9 @@ fn run(spec: &str, suite: &str) {
     let device = match open_device(spec) {
         DeviceOutcome::Ready(d) => d,
         DeviceOutcome::Skip(reason) => {
-            // Written to the raw stderr handle, which the test harness does not capture, so
-            // every skip shows in the log even when the test "passes".
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED conformance suite `{suite}` on {spec}: {reason} (LINATTN_REQUIRE_GPU=1 turns this into a failure)"
-            );
+            linattn_tensor::report_skip(&format!(
+                "conformance suite `{suite}` on {spec}: {reason} (LINATTN_REQUIRE_GPU=1 turns this into a failure)"
+            ));
             return;
         }
         DeviceOutcome::Missing(reason) => panic!("{spec} is required but unavailable: {reason}"),

@@ -18,8 +18,8 @@ fn wgpu_device(test: &str) -> Option<Device> {
     match WgpuDevice::open_default() {
         Ok(d) => Some(Device::Wgpu(d)),
         Err(e) => {
-            assert!(!linattn_tensor::gpu_required(), "{test}: WebGPU required but: {e}");
-            eprintln!("SKIPPED {test}: no WebGPU device: {e}");
+            assert!(!linattn_tensor::wgpu_required(), "{test}: WebGPU required but: {e}");
+            linattn_tensor::report_skip(&format!("{test}: no WebGPU device: {e}"));
             None
         }
     }

@@ -17,8 +17,7 @@ fn wgpu_device(test: &str) -> Option<Device> {
     match WgpuDevice::open_default() {
         Ok(d) => Some(Device::Wgpu(d)),
         Err(e) => {
-            let required =
-                linattn_tensor::gpu_required() || matches!(std::env::var("LINATTN_REQUIRE_WGPU").as_deref(), Ok("1"));
+            let required = linattn_tensor::wgpu_required();
             assert!(!required, "{test}: WebGPU is required (LINATTN_REQUIRE_WGPU / LINATTN_REQUIRE_GPU) but: {e}");
             let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no WebGPU device: {e}");
             None

@@ -87,8 +87,8 @@ fn wgpu_lora_over_quantized_base_matches_cpu() {
     let device = match WgpuDevice::open_default() {
         Ok(d) => Device::Wgpu(d),
         Err(e) => {
-            assert!(!linattn_tensor::gpu_required(), "WebGPU required but: {e}");
-            eprintln!("SKIPPED wgpu_lora_over_quantized_base_matches_cpu: no WebGPU device: {e}");
+            assert!(!linattn_tensor::wgpu_required(), "WebGPU required but: {e}");
+            linattn_tensor::report_skip(&format!("wgpu_lora_over_quantized_base_matches_cpu: no WebGPU device: {e}"));
             return;
         }
     };

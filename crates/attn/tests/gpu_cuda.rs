@@ -11,8 +11,7 @@ use linattn_attn::{AttnOptions, LinearState, gla_reference, simple_gla_reference
 use linattn_tensor::{DType, Device, Tensor};
 
 fn required() -> bool {
-    let on = |name: &str| matches!(std::env::var(name).as_deref(), Ok("1") | Ok("true") | Ok("yes"));
-    on("LINATTN_REQUIRE_CUDA") || on("LINATTN_REQUIRE_GPU")
+    linattn_tensor::cuda_required()
 }
 
 fn device() -> Option<Device> {

@@ -13,8 +13,7 @@ use linattn_tensor::wgpu::WgpuDevice;
 use linattn_tensor::{DType, Device, Tensor};
 
 fn required() -> bool {
-    let on = |name: &str| matches!(std::env::var(name).as_deref(), Ok("1") | Ok("true") | Ok("yes"));
-    on("LINATTN_REQUIRE_WGPU") || on("LINATTN_REQUIRE_GPU")
+    linattn_tensor::wgpu_required()
 }
 
 fn device() -> Option<Device> {

@@ -113,7 +113,29 @@ impl std::fmt::Display for Device {
     }
 }
 
-/// Whether GPU tests must not skip: `LINATTN_REQUIRE_GPU=1` (or `true`).
+fn env_flag(name: &str) -> bool {
+    matches!(std::env::var(name).as_deref(), Ok("1") | Ok("true") | Ok("yes"))
+}
+
+/// Whether GPU tests must not skip: `LINATTN_REQUIRE_GPU=1` (or `true`, `yes`).
 pub fn gpu_required() -> bool {
-    matches!(std::env::var("LINATTN_REQUIRE_GPU").as_deref(), Ok("1") | Ok("true") | Ok("yes"))
+    env_flag("LINATTN_REQUIRE_GPU")
+}
+
+/// Whether WebGPU tests must not skip: `LINATTN_REQUIRE_WGPU=1` (set by `cargo xtask ci`,
+/// so CI needs Mesa lavapipe) or `LINATTN_REQUIRE_GPU=1`.
+pub fn wgpu_required() -> bool {
+    env_flag("LINATTN_REQUIRE_WGPU") || gpu_required()
+}
+
+/// Whether CUDA tests must not skip: `LINATTN_REQUIRE_CUDA=1` or `LINATTN_REQUIRE_GPU=1`.
+pub fn cuda_required() -> bool {
+    env_flag("LINATTN_REQUIRE_CUDA") || gpu_required()
+}
+
+/// Prints why a test skipped on the raw stderr handle, which the test harness does not
+/// capture, so the skip shows in every log even though the test counts as passed.
+pub fn report_skip(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {message}");
 }

@@ -21,7 +21,7 @@ pub mod storage;
 pub mod tensor;
 pub mod wgpu;
 
-pub use device::{Device, DeviceKind, gpu_required};
+pub use device::{Device, DeviceKind, cuda_required, gpu_required, report_skip, wgpu_required};
 pub use dtype::{DType, Element, FloatElement};
 pub use error::{Error, Result};
 pub use shape::Shape;

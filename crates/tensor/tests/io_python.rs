@@ -177,12 +177,18 @@ fn python_reads_our_files() {
     let python = python();
     let script = data_dir().join("read_safetensors.py");
     let Ok(output) = std::process::Command::new(&python).arg(script).arg(&path).output() else {
-        eprintln!("skipping python_reads_our_files: cannot run {} (set LINATTN_PYTHON)", python.display());
+        linattn_tensor::report_skip(&format!(
+            "python_reads_our_files: cannot run {} (set LINATTN_PYTHON)",
+            python.display()
+        ));
         return;
     };
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() && stderr.contains("ModuleNotFoundError") {
-        eprintln!("skipping python_reads_our_files: {} lacks torch or safetensors: {stderr}", python.display());
+        linattn_tensor::report_skip(&format!(
+            "python_reads_our_files: {} lacks torch or safetensors: {stderr}",
+            python.display()
+        ));
         return;
     }
     assert!(output.status.success(), "python failed: {stderr}");

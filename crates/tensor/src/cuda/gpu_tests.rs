@@ -17,8 +17,8 @@ fn gpu() -> Option<CudaDevice> {
     match CudaDevice::open(0) {
         Ok(device) => Some(device),
         Err(e) => {
-            assert!(!crate::gpu_required(), "LINATTN_REQUIRE_GPU is set: {e}");
-            eprintln!("skipping CUDA kernel test: {e}");
+            assert!(!crate::cuda_required(), "LINATTN_REQUIRE_CUDA or LINATTN_REQUIRE_GPU is set: {e}");
+            crate::report_skip(&format!("CUDA kernel test: {e}"));
             None
         }
     }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use half::{bf16, f16};
 
 use super::*;
-use crate::device::{Device, gpu_required};
+use std::io::Write;
+
+use crate::device::{Device, report_skip, wgpu_required};
 use crate::dtype::DType;
 use crate::ops::{self, BinaryOp, MatmulDims, reference};
 use crate::tensor::Tensor;
@@ -19,9 +21,9 @@ use crate::tensor::Tensor;
 fn device() -> Option<WgpuDevice> {
     match WgpuDevice::open_default() {
         Ok(device) => Some(device),
-        Err(e) if gpu_required() => panic!("LINATTN_REQUIRE_GPU is set but {e}"),
+        Err(e) if wgpu_required() => panic!("LINATTN_REQUIRE_WGPU or LINATTN_REQUIRE_GPU is set but {e}"),
         Err(e) => {
-            eprintln!("skipping WebGPU test: {e}");
+            report_skip(&format!("WebGPU test: {e}"));
             None
         }
     }
@@ -87,7 +89,9 @@ const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 #[test]
 fn adapter_is_named_and_features_recorded() {
     let Some(device) = device() else { return };
-    eprintln!(
+    // Raw stderr (not captured by the test harness): CI logs show which adapter ran.
+    let _ = writeln!(
+        std::io::stderr(),
         "wgpu adapter: {} | features {:?} | subgroup sizes {}..{} | max storage buffer {} bytes",
         device.name(),
         device.features(),

@@ -6,10 +6,15 @@
 //! [`QuantizedWeight`]s of `linattn-quant` (every format: ggml Q8_0 / Q4_0 / Q4_K / Q6_K,
 //! bitsandbytes NF4 / FP4 / LLM.int8, FP8): their forward is the quant crate's fused
 //! dequantize-matmul (on the GPU for the formats it has kernels for), `dequantized()`
-//! decodes to f32, and they have no bias.
+//! decodes to f32, and they have no bias. A bare `QuantizedWeight` copies its packed data
+//! to the GPU on every GPU forward; [`QuantizedLinear`] uploads it once per device and
+//! reuses it, which is what a QLoRA layer decoding token after token wants.
+
+use std::sync::{Arc, Mutex};
 
 use linattn_quant::QuantizedWeight;
-use linattn_tensor::{Error, Result, Tensor, ops};
+use linattn_quant::gpu::{DeviceQuantizedWeight, format_on_gpu};
+use linattn_tensor::{Device, Error, Result, Tensor, ops};
 
 /// A frozen linear layer `y = x W^T + bias`, `W` logically `[out, in]`.
 pub trait BaseLinear: Send + Sync {
@@ -135,6 +140,60 @@ impl BaseLinear for QuantizedWeight {
     fn dequantized(&self) -> Result<Tensor> {
         let w = self.dequantize()?;
         w.reshape([self.rows(), self.cols()])
+    }
+}
+
+/// A quantized base weight that keeps one uploaded copy per GPU: the first GPU forward
+/// on a device uploads the packed data and quant state, later ones reuse it. CPU inputs
+/// and formats without GPU kernels fall back to [`QuantizedWeight::matmul`].
+pub struct QuantizedLinear {
+    weight: QuantizedWeight,
+    uploaded: Mutex<Vec<(Device, Arc<DeviceQuantizedWeight>)>>,
+}
+
+impl QuantizedLinear {
+    pub fn new(weight: QuantizedWeight) -> QuantizedLinear {
+        QuantizedLinear { weight, uploaded: Mutex::new(Vec::new()) }
+    }
+
+    /// The quantized weight on the host.
+    pub fn weight(&self) -> &QuantizedWeight {
+        &self.weight
+    }
+
+    /// How many devices hold an uploaded copy.
+    pub fn uploaded_devices(&self) -> usize {
+        self.uploaded.lock().map_or(0, |u| u.len())
+    }
+
+    fn on_device(&self, device: &Device) -> Result<Arc<DeviceQuantizedWeight>> {
+        let mut uploaded =
+            self.uploaded.lock().map_err(|_| Error::invalid("QuantizedLinear: device cache lock poisoned"))?;
+        if let Some((_, w)) = uploaded.iter().find(|(d, _)| d.same_device(device)) {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(self.weight.to_device(device)?);
+        uploaded.push((device.clone(), w.clone()));
+        Ok(w)
+    }
+}
+
+impl BaseLinear for QuantizedLinear {
+    fn out_features(&self) -> usize {
+        self.weight.rows()
+    }
+    fn in_features(&self) -> usize {
+        self.weight.cols()
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let device = x.device();
+        if !x.is_cpu() && format_on_gpu(self.weight.format(), &device) {
+            return self.on_device(&device)?.matmul(x);
+        }
+        self.weight.matmul(x)
+    }
+    fn dequantized(&self) -> Result<Tensor> {
+        BaseLinear::dequantized(&self.weight)
     }
 }
 

@@ -33,7 +33,7 @@ pub mod peft_io;
 pub mod svd;
 pub mod train;
 
-pub use base::{BaseLinear, DenseLinear};
+pub use base::{BaseLinear, DenseLinear, QuantizedLinear};
 pub use checkpoint::{MergeReport, merge_checkpoint};
 pub use config::{LoraConfig, TargetModules};
 pub use forward::{lora_embedding_forward, lora_forward, lora_forward_reference};

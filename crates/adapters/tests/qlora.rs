@@ -9,8 +9,8 @@ mod common;
 
 use common::{assert_close, random};
 use linattn_adapters::{
-    BaseLinear, DenseLinear, LoraModule, ModuleKind, lora_forward, lora_forward_reference, merge_quantized,
-    merge_weight,
+    BaseLinear, DenseLinear, LoraModule, ModuleKind, QuantizedLinear, lora_forward, lora_forward_reference,
+    merge_quantized, merge_weight,
 };
 use linattn_quant::{QuantFormat, QuantizedWeight};
 use linattn_tensor::wgpu::WgpuDevice;
@@ -111,5 +111,33 @@ fn wgpu_lora_over_quantized_base_matches_cpu() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn quantized_linear_uploads_once_per_device_and_matches_the_cpu() {
+    for format in [QuantFormat::Q4_0, QuantFormat::Nf4, QuantFormat::Fp8E4M3] {
+        let (q, _) = quantized(format, 21);
+        let base = QuantizedLinear::new(q.clone());
+        let x = random(&[3, N_IN], 22, 1.0);
+        let want = q.matmul(&x).unwrap().to_f32_vec().unwrap();
+        let got = base.forward(&x).unwrap().to_f32_vec().unwrap();
+        assert_close(&format!("{format} cpu"), &got, &want, 1e-6);
+        assert_eq!(base.uploaded_devices(), 0, "a CPU forward must not upload");
+        let device = match WgpuDevice::open_default() {
+            Ok(d) => Device::Wgpu(d),
+            Err(e) => {
+                assert!(!linattn_tensor::wgpu_required(), "WebGPU required but: {e}");
+                linattn_tensor::report_skip(&format!("QuantizedLinear on WebGPU: {e}"));
+                continue;
+            }
+        };
+        let xg = x.to_device(&device).unwrap();
+        for step in 0..3 {
+            let y = base.forward(&xg).unwrap();
+            assert!(matches!(y.device(), Device::Wgpu(_)), "output left the device");
+            assert_close(&format!("{format} wgpu step {step}"), &y.to_f32_vec().unwrap(), &want, 1e-4);
+        }
+        assert_eq!(base.uploaded_devices(), 1, "{format}: three GPU forwards must share one upload");
     }
 }

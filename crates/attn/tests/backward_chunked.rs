@@ -13,23 +13,8 @@ use linattn_attn::backward::{GatedGrads, Upstream, gla, linear_attn, simple_gla}
 use linattn_attn::layout::AttnDims;
 use linattn_tensor::Error;
 
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| lo + (hi - lo) * self.uniform()).collect()
-    }
-    /// `logsigmoid(x) / temperature`, x uniform in (-3, 3).
-    fn log_gates(&mut self, n: usize, temperature: f32) -> Vec<f32> {
-        self.vec(n, -3.0, 3.0).into_iter().map(|x| -(1.0 + (-x).exp()).ln() / temperature).collect()
-    }
-}
+mod backward_common;
+use backward_common::{Rng, dims};
 
 /// Fails with the max abs error, its index and the first pairs when the relative RMS
 /// error of `got` against `want` exceeds `tol` (and the absolute RMS error exceeds
@@ -158,10 +143,6 @@ fn compare_op(op: Op, d: AttnDims, cu: Option<&[usize]>, chunk: usize, temperatu
         }
     };
     assert_grads(&what, &r, &c);
-}
-
-fn dims(batch: usize, seq_len: usize, heads: usize, key_dim: usize, value_dim: usize) -> AttnDims {
-    AttnDims { batch, seq_len, heads, key_dim, value_dim }
 }
 
 #[test]

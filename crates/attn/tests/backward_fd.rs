@@ -12,26 +12,10 @@ use linattn_attn::backward::window::{self, WindowLinearBackwardInputs};
 use linattn_attn::backward::{Upstream, gla, linear_attn, simple_gla};
 use linattn_attn::layout::AttnDims;
 
+mod backward_common;
+use backward_common::{Rng, dims};
+
 /// Deterministic xorshift generator (tests need no external RNG).
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Uniform in [lo, hi).
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| lo + (hi - lo) * self.uniform()).collect()
-    }
-    /// logsigmoid of uniform(-3, 3): typical log-gates.
-    fn log_gates(&mut self, n: usize) -> Vec<f32> {
-        self.vec(n, -3.0, 3.0).into_iter().map(|x| -(1.0 + (-x).exp()).ln()).collect()
-    }
-}
-
 fn f64s(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&a| a as f64).collect()
 }
@@ -93,8 +77,8 @@ fn run_gated_case(c: &GatedCase, seed: u64) {
     let v = rng.vec(tok * d.value_dim, -1.0, 1.0);
     let g = match c.gate {
         "none" => Vec::new(),
-        "scalar" => rng.log_gates(tok),
-        _ => rng.log_gates(tok * d.key_dim),
+        "scalar" => rng.log_gates(tok, 1.0),
+        _ => rng.log_gates(tok * d.key_dim, 1.0),
     };
     let h0 = rng.vec(n_seq * d.state_len(), -0.5, 0.5);
     let z0 = rng.vec(n_seq * d.heads * d.key_dim, 0.1, 1.0);
@@ -200,10 +184,6 @@ fn run_gated_case(c: &GatedCase, seed: u64) {
         (false, _) => {}
         (true, None) => panic!("{tag}: normalized call returned no normalizer gradient"),
     }
-}
-
-fn dims(batch: usize, seq_len: usize, heads: usize, key_dim: usize, value_dim: usize) -> AttnDims {
-    AttnDims { batch, seq_len, heads, key_dim, value_dim }
 }
 
 #[test]

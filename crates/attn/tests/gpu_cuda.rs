@@ -4,8 +4,6 @@
 //! or `LINATTN_REQUIRE_GPU=1` makes them fail. The entry-point test needs no GPU: it
 //! checks that the embedded PTX declares every kernel the Rust side launches.
 
-use std::io::Write;
-
 use linattn_attn::gpu::{Gate, cuda as gpu};
 use linattn_attn::{AttnOptions, LinearState, gla_reference, simple_gla_reference};
 use linattn_tensor::{DType, Device, Tensor};
@@ -19,7 +17,7 @@ fn device() -> Option<Device> {
         Ok(d) => Some(d),
         Err(e) => {
             assert!(!required(), "CUDA device required but unavailable: {e}");
-            let _ = writeln!(std::io::stderr(), "skipping CUDA test: {e}");
+            linattn_tensor::report_skip(&format!("CUDA test: no device ({e})"));
             None
         }
     }
@@ -215,5 +213,66 @@ fn hedgehog_normalizer_and_window_match_reference() {
         check(&format!("window_linear {dtype:?}"), &want.output, &got.output, tol);
         check(&format!("window_linear {dtype:?} S"), &want.state.linear.kv, &got.state.linear.kv, tol);
         assert_eq!(want.state.keys.to_f32_vec().unwrap(), got.state.keys.to_f32_vec().unwrap(), "window keys");
+    }
+}
+
+/// The window hybrid's decode step on CUDA against the CPU step, every dtype: W = 6 and
+/// nine steps, so the ring buffer wraps and tokens are evicted into S and z; Hedgehog
+/// maps on q and k.
+#[test]
+fn window_linear_decode_matches_cpu_steps() {
+    let Some(dev) = device() else { return };
+    for (i, dtype) in [DType::F32, DType::BF16, DType::F16].into_iter().enumerate() {
+        let tol = if dtype == DType::F32 { 1e-4 } else { 5e-3 };
+        let (n, h, d, vd, f, w, steps) = (3usize, 2usize, 32usize, 24usize, 8usize, 6usize, 9usize);
+        let host = |data: Vec<f32>, shape: &[usize], dt: DType| Tensor::from_f32(&data, dt, shape.to_vec()).unwrap();
+        let seed = 7000 + 100 * i as u64;
+        let wq = host(values(seed, h * d * f), &[h, d, f], DType::F32);
+        let wk = host(values(seed + 1, h * d * f), &[h, d, f], DType::F32);
+        let logits = host(vec![-2.2, 0.5], &[h], DType::F32);
+        let mut state_cpu = linattn_attn::WindowState::empty(n, h, d, 2 * f, vd, w).unwrap();
+        let mut state_dev = state_cpu.clone();
+        state_dev.linear.kv = state_dev.linear.kv.to_device(&dev).unwrap();
+        state_dev.linear.z = state_dev.linear.z.map(|z| z.to_device(&dev).unwrap());
+        state_dev.keys = state_dev.keys.to_device(&dev).unwrap();
+        state_dev.values = state_dev.values.to_device(&dev).unwrap();
+        state_dev.tokens_seen = state_dev.tokens_seen.to_device(&dev).unwrap();
+        for s in 0..steps {
+            let seed = seed + 10 * (s as u64 + 1);
+            let q = host(values(seed, n * h * d), &[n, h, d], dtype);
+            let k = host(values(seed + 1, n * h * d), &[n, h, d], dtype);
+            let v = host(values(seed + 2, n * h * vd), &[n, h, vd], dtype);
+            let step = |target: &Device, state: &linattn_attn::WindowState| {
+                let mv = |x: &Tensor| x.to_device(target).unwrap();
+                let (fq, fk) = (mv(&wq), mv(&wk));
+                let opts = linattn_attn::WindowOptions {
+                    window: w,
+                    q_feature_map: Some(&fq),
+                    k_feature_map: Some(&fk),
+                    ..Default::default()
+                };
+                linattn_attn::window_linear_step(&mv(&q), &mv(&k), &mv(&v), &mv(&logits), state, &opts).unwrap()
+            };
+            let want = step(&Device::Cpu, &state_cpu);
+            let got = step(&dev, &state_dev);
+            let what = format!("window step {s} {dtype:?}");
+            check(&format!("{what} output"), &want.output, &got.output, tol);
+            check(&format!("{what} S"), &want.state.linear.kv, &got.state.linear.kv, tol);
+            let (zw, zg) = (want.state.linear.z.as_ref().unwrap(), got.state.linear.z.as_ref().unwrap());
+            check(&format!("{what} z"), zw, zg, tol);
+            assert_eq!(want.state.keys.to_f32_vec().unwrap(), got.state.keys.to_f32_vec().unwrap(), "{what} keys");
+            assert_eq!(
+                want.state.values.to_f32_vec().unwrap(),
+                got.state.values.to_f32_vec().unwrap(),
+                "{what} values"
+            );
+            assert_eq!(
+                want.state.tokens_seen.to_vec::<i64>().unwrap(),
+                got.state.tokens_seen.to_vec::<i64>().unwrap(),
+                "{what} tokens_seen"
+            );
+            state_cpu = want.state;
+            state_dev = got.state;
+        }
     }
 }

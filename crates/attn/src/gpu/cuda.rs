@@ -6,8 +6,9 @@
 //! - [`decode_step`]: `decode_step_v1_<T>`, one thread per state column, 64-thread blocks.
 //! - [`chunk_raw`]: `chunk_fwd_v2_<T>` (f32 mapped q/k, ones column, key shift, raw f32
 //!   output); [`hedgehog`], [`normalize_rows`], [`state_pack`] / [`state_split`],
-//!   [`window_forward`], [`window_cache`]: `kernels/cuda/attn/fused.cu`. The window
-//!   hybrid's decode step has no CUDA kernel yet (`Error::NotImplementedOnDevice`).
+//!   [`window_forward`], [`window_cache`]: `kernels/cuda/attn/fused.cu`.
+//! - [`window_step`]: the window hybrid's decode step, `kernels/cuda/attn/window_step.cu`
+//!   (gather, Hedgehog, state update, two cache updates, output).
 //!
 //! The kernels mirror `kernels/wgsl/attn/*.wgsl` (tested on lavapipe). Arguments are
 //! pushed in the exact order and C types of the `.cu` header; buffer sizes are checked
@@ -24,6 +25,10 @@ use crate::layout::MAX_HEAD_DIM;
 /// `kernels/ptx/attn/fused.ptx`: Hedgehog, normalizer, state packing, window prefill.
 pub static ATTN_FUSED: PtxModule =
     PtxModule { name: "attn/fused", ptx: include_str!("../../../../kernels/ptx/attn/fused.ptx") };
+
+/// `kernels/ptx/attn/window_step.ptx`: the window hybrid's decode step.
+pub static ATTN_WINDOW_STEP: PtxModule =
+    PtxModule { name: "attn/window_step", ptx: include_str!("../../../../kernels/ptx/attn/window_step.ptx") };
 
 /// `kernels/ptx/attn/chunk_fwd.ptx`.
 pub static ATTN_CHUNK_FWD: PtxModule =
@@ -50,6 +55,12 @@ pub fn launched_entries() -> Vec<(&'static PtxModule, String)> {
         }
     }
     entries.push((&ATTN_FUSED, "state_ext_v1".to_string()));
+    for d in ["f32", "f16", "bf16"] {
+        for op in ["window_step_gather_v1", "window_step_cache_v1", "window_step_out_v1"] {
+            entries.push((&ATTN_WINDOW_STEP, format!("{op}_{d}")));
+        }
+    }
+    entries.push((&ATTN_WINDOW_STEP, "window_step_state_v1".to_string()));
     entries
 }
 
@@ -487,6 +498,194 @@ pub fn window_cache(src: &Tensor, bounds: &[u32], window: usize) -> Result<Tenso
     out.into_tensor([n, h, window, x], DType::F32)
 }
 
+/// Results of [`window_step`]: output `[N, H, V]` (q's dtype), kv, z, keys, values.
+pub type WindowStepResult = (Tensor, Tensor, Tensor, Tensor, Tensor);
+
+/// One decode step of the window hybrid on CUDA; same contract as
+/// [`super::wgpu::window_step`]. q, k `[N, H, D]`, v `[N, H, V]` (one dtype); optional f32
+/// Hedgehog weights `[H, D, F]`; `factor [H]` f32 (sigmoid applied); kv `[N, H, K', V]`,
+/// z `[N, H, K']`, keys `[N, H, W, D]`, values `[N, H, W, V]` f32 (not modified);
+/// `seen [N]` tokens seen per sequence. Kernels of `window_step.cu` in the order of the
+/// WGSL twin: gather, Hedgehog (`hedgehog_v1_f32`), state, cache (keys, values), output.
+#[allow(clippy::too_many_arguments)]
+pub fn window_step(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    q_weights: Option<&Tensor>,
+    k_weights: Option<&Tensor>,
+    factor: &Tensor,
+    kv: &Tensor,
+    z: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    seen: &[u32],
+    scale: f32,
+    window: usize,
+) -> Result<WindowStepResult> {
+    const OP: &str = "cuda window_step";
+    let qd = q.dims();
+    let vdims = v.dims();
+    if qd.len() != 3
+        || k.dims() != qd
+        || vdims.len() != 3
+        || vdims[..2] != qd[..2]
+        || k.dtype() != q.dtype()
+        || v.dtype() != q.dtype()
+    {
+        return Err(Error::invalid(format!(
+            "{OP}: q {}, k {} must be [N, H, D] and v {} [N, H, V], one dtype",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        )));
+    }
+    let (n, h, d, vd) = (qd[0], qd[1], qd[2], vdims[2]);
+    let kf = kv.dims().get(2).copied().unwrap_or(0);
+    let want: [(&str, &Tensor, Vec<usize>); 5] = [
+        ("kv", kv, vec![n, h, kf, vd]),
+        ("z", z, vec![n, h, kf]),
+        ("keys", keys, vec![n, h, window, d]),
+        ("values", values, vec![n, h, window, vd]),
+        ("factor", factor, vec![h]),
+    ];
+    for (name, t, shape) in &want {
+        if t.dims() != shape.as_slice() || t.dtype() != DType::F32 {
+            return Err(Error::invalid(format!(
+                "{OP}: {name} is {} {} but must be f32 {shape:?}",
+                t.dtype(),
+                t.shape()
+            )));
+        }
+    }
+    if seen.len() != n
+        || d == 0
+        || d > MAX_HEAD_DIM
+        || vd == 0
+        || vd > MAX_HEAD_DIM
+        || kf == 0
+        || kf > MAX_HEAD_DIM
+        || window == 0
+    {
+        return Err(Error::invalid(format!(
+            "{OP}: {} tokens_seen for N = {n}; D = {d}, V = {vd}, K' = {kf} must be in 1..={MAX_HEAD_DIM}, W = {window} >= 1",
+            seen.len()
+        )));
+    }
+    check_u32(OP, n * h * window * d.max(vd).max(kf + 1))?;
+    let device = device_of(OP, q)?;
+    let suffix = dtype_suffix(OP, q.dtype())?;
+    let mut out = device.alloc_zeroed(q.dtype().storage_bytes(n * h * vd)?)?;
+    if n * h == 0 {
+        return Ok((out.into_tensor([n, h, vd], q.dtype())?, kv.clone(), z.clone(), keys.clone(), values.clone()));
+    }
+    let seen_bytes: Vec<u8> = seen.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let seen_buf = device.upload(&seen_bytes)?;
+    let (nw, hw, ww) = (n as u32, h as u32, window as u32);
+    let (qb, kb, vb) = (buffer("q", q, &device)?, buffer("k", k, &device)?, buffer("v", v, &device)?);
+    let (keys_b, values_b) = (buffer("keys", keys, &device)?, buffer("values", values, &device)?);
+
+    // Gather q as f32 and the evicted keys; map both.
+    let mut q32 = device.alloc_zeroed(n * h * d * 4)?;
+    let mut old_k = device.alloc_zeroed(n * h * d * 4)?;
+    {
+        let kernel = device.kernel(&ATTN_WINDOW_STEP, &format!("window_step_gather_v1_{suffix}"))?;
+        let config = grid_1d((n * h * d) as u64, ELEMENTWISE_BLOCK, MAX_ELEMENTWISE_BLOCKS)?;
+        let args = [nw, hw, d as u32, ww];
+        let mut launch = kernel.launch_builder();
+        launch.arg(qb.as_slice()).arg(keys_b.as_slice()).arg(seen_buf.as_slice());
+        launch.arg(q32.as_slice_mut()).arg(old_k.as_slice_mut());
+        for a in &args {
+            launch.arg(a);
+        }
+        // SAFETY: 9 arguments in the order and C types of window_step_gather_v1_<T>
+        // (5 pointers, 4 u32); q [N, H, D] in T, keys f32 [N, H, W, D] checked above and by
+        // `buffer`, seen has N u32, q32 / old_k N * H * D f32; grid-stride.
+        unsafe { launch.launch(config)? };
+    }
+    let q32 = q32.into_tensor([n, h, d], DType::F32)?;
+    let old_k = old_k.into_tensor([n, h, d], DType::F32)?;
+    let phi_q = match q_weights {
+        Some(w) => hedgehog(&q32, w, true)?,
+        None => q32,
+    };
+    let phi_old = match k_weights {
+        Some(w) => hedgehog(&old_k, w, true)?,
+        None => old_k,
+    };
+    if phi_q.dims() != [n, h, kf] || phi_old.dims() != [n, h, kf] {
+        return Err(Error::invalid(format!(
+            "{OP}: mapped q {} and k {} must be [N, H, K'] = [{n}, {h}, {kf}]",
+            phi_q.shape(),
+            phi_old.shape()
+        )));
+    }
+
+    // Linear state: evict into S, z.
+    let ext_in = state_pack(kv, Some(z))?;
+    let mut ext = device.alloc_zeroed(n * h * kf * (vd + 1) * 4)?;
+    {
+        let kernel = device.kernel(&ATTN_WINDOW_STEP, "window_step_state_v1")?;
+        let config = grid_1d((n * h * kf * (vd + 1)) as u64, ELEMENTWISE_BLOCK, MAX_ELEMENTWISE_BLOCKS)?;
+        let (eb, pb) = (buffer("state", &ext_in, &device)?, buffer("phi_old", &phi_old, &device)?);
+        let args = [nw, hw, kf as u32, vd as u32, ww];
+        let mut launch = kernel.launch_builder();
+        launch.arg(eb.as_slice()).arg(pb.as_slice()).arg(values_b.as_slice()).arg(seen_buf.as_slice());
+        launch.arg(ext.as_slice_mut());
+        for a in &args {
+            launch.arg(a);
+        }
+        // SAFETY: 10 arguments in the order and C types of window_step_state_v1 (5 pointers,
+        // 5 u32); ext_in / ext f32 [N, H, K', V + 1], phi_old [N, H, K'], values
+        // [N, H, W, V] checked above, seen has N u32; grid-stride.
+        unsafe { launch.launch(config)? };
+    }
+    let ext = ext.into_tensor([n, h, kf, vd + 1], DType::F32)?;
+
+    // Ring buffers.
+    let cache = |src: &CudaBuffer, cache_in: &CudaBuffer, width: usize| -> Result<Tensor> {
+        let mut dst = device.alloc_zeroed(n * h * window * width * 4)?;
+        let kernel = device.kernel(&ATTN_WINDOW_STEP, &format!("window_step_cache_v1_{suffix}"))?;
+        let config = grid_1d((n * h * window * width) as u64, ELEMENTWISE_BLOCK, MAX_ELEMENTWISE_BLOCKS)?;
+        let args = [nw, hw, ww, width as u32];
+        let mut launch = kernel.launch_builder();
+        launch.arg(src.as_slice()).arg(cache_in.as_slice()).arg(seen_buf.as_slice()).arg(dst.as_slice_mut());
+        for a in &args {
+            launch.arg(a);
+        }
+        // SAFETY: 8 arguments in the order and C types of window_step_cache_v1_<T>
+        // (4 pointers, 4 u32); src [N, H, X] in T, cache_in / dst f32 [N, H, W, X] (k with
+        // keys, v with values, checked above), seen has N u32; grid-stride.
+        unsafe { launch.launch(config)? };
+        dst.into_tensor([n, h, window, width], DType::F32)
+    };
+    let new_keys = cache(kb, keys_b, d)?;
+    let new_values = cache(vb, values_b, vd)?;
+
+    {
+        let kernel = device.kernel(&ATTN_WINDOW_STEP, &format!("window_step_out_v1_{suffix}"))?;
+        let config = grid_capped(((n * h) as u64, 1, 1), (WINDOW_BLOCK, 1, 1), 0)?;
+        let (pb, eb) = (buffer("phi_q", &phi_q, &device)?, buffer("new state", &ext, &device)?);
+        let (nkb, nvb) = (buffer("new keys", &new_keys, &device)?, buffer("new values", &new_values, &device)?);
+        let fb = buffer("window factor", factor, &device)?;
+        let args = [nw, hw, d as u32, kf as u32, vd as u32, ww];
+        let mut launch = kernel.launch_builder();
+        launch.arg(qb.as_slice()).arg(pb.as_slice()).arg(eb.as_slice()).arg(nkb.as_slice());
+        launch.arg(nvb.as_slice()).arg(seen_buf.as_slice()).arg(fb.as_slice()).arg(out.as_slice_mut());
+        for a in &args {
+            launch.arg(a);
+        }
+        launch.arg(&scale);
+        // SAFETY: 15 arguments in the order and C types of window_step_out_v1_<T>
+        // (8 pointers, 6 u32, 1 f32); q [N, H, D] in T, phi_q [N, H, K'], ext
+        // [N, H, K', V + 1], keys [N, H, W, D], values [N, H, W, V], factor [H] f32, seen
+        // N u32, o N * H * V in T, all checked above; D, V <= 256; block-stride loop.
+        unsafe { launch.launch(config)? };
+    }
+    let (new_kv, new_z) = state_split(&ext)?;
+    Ok((out.into_tensor([n, h, vd], q.dtype())?, new_kv, new_z, new_keys, new_values))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,5 +697,6 @@ mod tests {
         }
         assert!(ATTN_CHUNK_FWD.ptx.contains(".target sm_80"));
         assert!(ATTN_FUSED.ptx.contains(".target sm_80"));
+        assert!(ATTN_WINDOW_STEP.ptx.contains(".target sm_80"));
     }
 }

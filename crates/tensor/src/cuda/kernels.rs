@@ -2,7 +2,7 @@
 //! `kernels/cuda/tensor/*.cu` and embedded at build time.
 //!
 //! Entry points (each for f32, f16, bf16): elementwise `add_contig`, `mul_contig`,
-//! `scale_contig`; `matmul_naive`, `matmul_tiled`, `matmul_tiled128`; `softmax_warp`, `softmax_block`;
+//! `scale_contig`; `matmul_naive`, `matmul_tiled`, `matmul_tiled128`; `matvec_splitk`; `softmax_warp`, `softmax_block`;
 //! `rms_norm_warp`, `rms_norm_block`. Signatures are in the `.cu` headers and must match
 //! the argument lists pushed in `ops.rs`.
 
@@ -16,6 +16,10 @@ pub static ELEMENTWISE: PtxModule =
 pub static MATMUL: PtxModule =
     PtxModule { name: "tensor/matmul", ptx: include_str!("../../../../kernels/ptx/tensor/matmul.ptx") };
 
+/// `kernels/cuda/tensor/matvec.cu`.
+pub static MATVEC: PtxModule =
+    PtxModule { name: "tensor/matvec", ptx: include_str!("../../../../kernels/ptx/tensor/matvec.ptx") };
+
 /// `kernels/cuda/tensor/softmax.cu`.
 pub static SOFTMAX: PtxModule =
     PtxModule { name: "tensor/softmax", ptx: include_str!("../../../../kernels/ptx/tensor/softmax.ptx") };
@@ -25,7 +29,7 @@ pub static RMS_NORM: PtxModule =
     PtxModule { name: "tensor/rms_norm", ptx: include_str!("../../../../kernels/ptx/tensor/rms_norm.ptx") };
 
 /// Every module of this crate.
-pub static ALL: [&PtxModule; 4] = [&ELEMENTWISE, &MATMUL, &SOFTMAX, &RMS_NORM];
+pub static ALL: [&PtxModule; 5] = [&ELEMENTWISE, &MATMUL, &MATVEC, &SOFTMAX, &RMS_NORM];
 
 /// Every (module, entry) pair `ops.rs` can launch.
 pub fn launched_entries() -> Vec<(&'static PtxModule, String)> {
@@ -37,6 +41,7 @@ pub fn launched_entries() -> Vec<(&'static PtxModule, String)> {
         for op in ["matmul_naive", "matmul_tiled", "matmul_tiled128"] {
             entries.push((&MATMUL, format!("{op}_{dtype}")));
         }
+        entries.push((&MATVEC, format!("matvec_splitk_{dtype}")));
         for op in ["softmax_warp", "softmax_block"] {
             entries.push((&SOFTMAX, format!("{op}_{dtype}")));
         }
@@ -71,7 +76,7 @@ mod tests {
                 vec![ptr, ptr, ptr, u64a]
             } else if entry.starts_with("scale_") {
                 vec![ptr, ptr, f32a, u64a]
-            } else if entry.starts_with("matmul_") {
+            } else if entry.starts_with("matmul_") || entry.starts_with("matvec_") {
                 vec![ptr, ptr, ptr, u32a, u32a, u32a, u32a, u64a, u32a]
             } else if entry.starts_with("softmax_") {
                 vec![ptr, ptr, u64a, u32a]

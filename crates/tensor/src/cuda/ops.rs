@@ -7,14 +7,16 @@
 //! accumulate in f32. Empty outputs return without a launch; matmul with k = 0 returns
 //! zeros. Geometry: elementwise 256-thread grid-stride blocks (at most 32 per SM);
 //! matmul_tiled (64x64 tiles) and matmul_tiled128 (128x128) with 256 threads, grid
-//! (m tiles, n tiles, batch) clamped (the kernel strides over the rest); row ops use a warp per row up to 1024 columns and
-//! a 256-thread block per row above.
+//! (m tiles, n tiles, batch) clamped (the kernel strides over the rest); matvec_splitk
+//! (m <= 8) with 256 threads, grid (column groups of 8 transposed / 64 not, batch)
+//! clamped; row ops use a warp per row up to 1024 columns and a 256-thread block per row
+//! above.
 
 use cudarc::driver::LaunchConfig;
 
 use super::CudaDevice;
 use super::buffer::CudaBuffer;
-use super::kernels::{ELEMENTWISE, MATMUL, RMS_NORM, SOFTMAX};
+use super::kernels::{ELEMENTWISE, MATMUL, MATVEC, RMS_NORM, SOFTMAX};
 use super::launch::{grid_1d, grid_capped};
 use super::registry::dtype_suffix;
 use crate::error::{Error, Result};
@@ -28,6 +30,11 @@ const ROW_BLOCK: u32 = 256;
 pub const WARP_ROW_MAX_COLS: usize = 1024;
 const MATMUL_TILE: u64 = 64;
 const MATMUL_NAIVE_TILE: u64 = 16;
+/// Products with at most this many rows per batch entry use [`MatmulKernel::Matvec`].
+pub const MATVEC_MAX_M: usize = 8;
+/// Output columns per `matvec_splitk` block: rhs transposed (a warp per column), not.
+const MATVEC_COLS_TRANSPOSED: u64 = 8;
+const MATVEC_COLS: u64 = 64;
 
 /// Which matmul kernel to run (the naive one is the GPU-side cross-check).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,12 +45,18 @@ pub enum MatmulKernel {
     Tiled,
     /// v3: 128x128 tiles, 8x8 register blocking (for large outputs).
     Tiled128,
+    /// Split-k matvec for m <= [`MATVEC_MAX_M`] (decode, small batches); an `Err` for
+    /// larger m.
+    Matvec,
 }
 
 impl MatmulKernel {
-    /// v3 when its 128x128 tiles still give every multiprocessor at least one block,
-    /// v2 otherwise.
+    /// Matvec when m <= [`MATVEC_MAX_M`]; else v3 when its 128x128 tiles still give every
+    /// multiprocessor at least one block, v2 otherwise.
     pub fn choose(device: &CudaDevice, dims: &MatmulDims) -> MatmulKernel {
+        if dims.m <= MATVEC_MAX_M {
+            return MatmulKernel::Matvec;
+        }
         let big_tiles = (dims.m as u64).div_ceil(128) * (dims.n as u64).div_ceil(128) * dims.batch as u64;
         if big_tiles >= u64::from(device.multiprocessor_count()) { MatmulKernel::Tiled128 } else { MatmulKernel::Tiled }
     }
@@ -173,6 +186,19 @@ pub fn matmul_with(kernel_kind: MatmulKernel, a: &Tensor, b: &Tensor, dims: &Mat
                     0,
                 )?,
             ),
+            MatmulKernel::Matvec => {
+                if dims.m > MATVEC_MAX_M {
+                    return Err(Error::invalid(format!(
+                        "matmul {dims:?}: the matvec kernel takes m <= {MATVEC_MAX_M}, got m = {}",
+                        dims.m
+                    )));
+                }
+                let cols = if dims.rhs_transposed { MATVEC_COLS_TRANSPOSED } else { MATVEC_COLS };
+                (
+                    format!("matvec_splitk_{suffix}"),
+                    grid_capped(((dims.n as u64).div_ceil(cols), dims.batch as u64, 1), (256, 1, 1), 0)?,
+                )
+            }
             MatmulKernel::Naive => (
                 format!("matmul_naive_{suffix}"),
                 grid_capped(
@@ -186,7 +212,8 @@ pub fn matmul_with(kernel_kind: MatmulKernel, a: &Tensor, b: &Tensor, dims: &Mat
                 )?,
             ),
         };
-        let kernel = device.kernel(&MATMUL, &entry)?;
+        let module = if kernel_kind == MatmulKernel::Matvec { &MATVEC } else { &MATMUL };
+        let kernel = device.kernel(module, &entry)?;
         let mut launch = kernel.launch_builder();
         launch
             .arg(a_buf.as_slice())
@@ -199,7 +226,8 @@ pub fn matmul_with(kernel_kind: MatmulKernel, a: &Tensor, b: &Tensor, dims: &Mat
             .arg(&b_batch_stride)
             .arg(&rhs_transposed);
         // SAFETY: matches `(const T* a, const T* b, T* c, u32 m, u32 n, u32 k, u32 batch,
-        // u64 b_batch_stride, u32 rhs_transposed)`; buffer sizes were checked above
+        // u64 b_batch_stride, u32 rhs_transposed)` of every matmul_* and matvec_splitk_*
+        // entry (matvec's m <= 8 was checked above); buffer sizes were checked above
         // against batch*m*k, (batch or 1)*k*n and batch*m*n elements.
         unsafe { launch.launch(config) }?;
     }

@@ -26,6 +26,10 @@ pub static TENSOR_SCALE: WgslModule =
 pub static TENSOR_MATMUL: WgslModule =
     WgslModule { name: "tensor/matmul.wgsl", source: include_str!("../../../../kernels/wgsl/tensor/matmul.wgsl") };
 
+/// `matvec_split_k` (products with m <= 8).
+pub static TENSOR_MATVEC: WgslModule =
+    WgslModule { name: "tensor/matvec.wgsl", source: include_str!("../../../../kernels/wgsl/tensor/matvec.wgsl") };
+
 /// `softmax_rows`.
 pub static TENSOR_SOFTMAX: WgslModule =
     WgslModule { name: "tensor/softmax.wgsl", source: include_str!("../../../../kernels/wgsl/tensor/softmax.wgsl") };
@@ -36,4 +40,4 @@ pub static TENSOR_RMS_NORM: WgslModule =
 
 /// Every tensor-op module.
 pub static TENSOR_MODULES: &[&WgslModule] =
-    &[&TENSOR_BINARY, &TENSOR_SCALE, &TENSOR_MATMUL, &TENSOR_SOFTMAX, &TENSOR_RMS_NORM];
+    &[&TENSOR_BINARY, &TENSOR_SCALE, &TENSOR_MATMUL, &TENSOR_MATVEC, &TENSOR_SOFTMAX, &TENSOR_RMS_NORM];

@@ -1,5 +1,5 @@
-//! WebGPU dispatches of the tensor ops: add, mul, scale, tiled matmul, softmax over the
-//! last dimension, RMSNorm.
+//! WebGPU dispatches of the tensor ops: add, mul, scale, matmul (tiled, or split-k matvec
+//! when m <= `MATVEC_MAX_M`), softmax over the last dimension, RMSNorm.
 //!
 //! Inputs were validated by `crate::ops` (shapes, dtypes, devices). Every op allocates a
 //! fresh zero-filled output in the input dtype (f32, f16 or bf16), specializes its
@@ -10,7 +10,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::tensor_buffer;
-use super::modules::{TENSOR_BINARY, TENSOR_MATMUL, TENSOR_RMS_NORM, TENSOR_SCALE, TENSOR_SOFTMAX};
+use super::modules::{TENSOR_BINARY, TENSOR_MATMUL, TENSOR_MATVEC, TENSOR_RMS_NORM, TENSOR_SCALE, TENSOR_SOFTMAX};
 use super::{Binding, Launch, WgpuDevice, Workgroups};
 use crate::device::Device;
 use crate::dtype::DType;
@@ -23,6 +23,11 @@ use crate::tensor::Tensor;
 const WORKGROUP: u64 = 256;
 /// Output tile edge of `matmul_tiled`.
 const MATMUL_TILE: usize = 64;
+/// Products with at most this many rows per batch entry run `matvec_split_k`.
+pub const MATVEC_MAX_M: usize = 8;
+/// Output columns per `matvec_split_k` workgroup: rhs transposed, not transposed.
+const MATVEC_COLS_TRANSPOSED: usize = 8;
+const MATVEC_COLS: usize = 64;
 
 /// The `DTYPE` override value of `common/elements.wgsl` for a compute dtype.
 pub fn dtype_code(op: &'static str, dtype: DType) -> Result<f64> {
@@ -133,6 +138,9 @@ pub fn matmul(a: &Tensor, b: &Tensor, dims: &MatmulDims) -> Result<Tensor> {
     if out.numel() == 0 || dims.k == 0 {
         return Ok(out);
     }
+    if dims.m <= MATVEC_MAX_M {
+        return matvec(&device, a, b, dims, out);
+    }
     let m_tiles = dims.m.div_ceil(MATMUL_TILE);
     let n_tiles = dims.n.div_ceil(MATMUL_TILE);
     let total_tiles = dims
@@ -166,6 +174,57 @@ pub fn matmul(a: &Tensor, b: &Tensor, dims: &MatmulDims) -> Result<Tensor> {
         ],
         params: bytemuck::bytes_of(&params),
         workgroups: Workgroups::Linear(total_tiles as u64),
+    })?;
+    Ok(out)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatvecParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    rhs_batch_stride: u32,
+    col_groups: u32,
+    total_groups: u32,
+    _pad: [u32; 2],
+}
+
+/// `matvec_split_k` into the zero-filled `out`, for 1 <= m <= `MATVEC_MAX_M` (sizes were
+/// checked by `matmul`).
+fn matvec(device: &WgpuDevice, a: &Tensor, b: &Tensor, dims: &MatmulDims, out: Tensor) -> Result<Tensor> {
+    let cols = if dims.rhs_transposed { MATVEC_COLS_TRANSPOSED } else { MATVEC_COLS };
+    let col_groups = dims.n.div_ceil(cols);
+    let total_groups = dims
+        .batch
+        .checked_mul(col_groups)
+        .ok_or_else(|| Error::invalid(format!("matmul: workgroup count of {dims:?} overflows")))?;
+    let params = MatvecParams {
+        m: shader_u32("matmul", "m", dims.m)?,
+        n: shader_u32("matmul", "n", dims.n)?,
+        k: shader_u32("matmul", "k", dims.k)?,
+        rhs_batch_stride: if dims.rhs_batched { shader_u32("matmul", "k * n", dims.k * dims.n)? } else { 0 },
+        col_groups: shader_u32("matmul", "column groups", col_groups)?,
+        total_groups: shader_u32("matmul", "workgroups", total_groups)?,
+        _pad: [0; 2],
+    };
+    shader_u32("matmul", "lhs elements", a.numel())?;
+    shader_u32("matmul", "rhs elements", b.numel())?;
+    shader_u32("matmul", "output elements", out.numel())?;
+    device.launch(&Launch {
+        module: &TENSOR_MATVEC,
+        entry: "matvec_split_k",
+        constants: &[
+            ("DTYPE", dtype_code("matmul", a.dtype())?),
+            ("RHS_TRANSPOSED", if dims.rhs_transposed { 1.0 } else { 0.0 }),
+        ],
+        bindings: &[
+            Binding::read(tensor_buffer(a, "lhs")?),
+            Binding::read(tensor_buffer(b, "rhs")?),
+            Binding::read_write(tensor_buffer(&out, "output")?),
+        ],
+        params: bytemuck::bytes_of(&params),
+        workgroups: Workgroups::Linear(total_groups as u64),
     })?;
     Ok(out)
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
+use super::modules::TENSOR_MATVEC;
 use super::*;
 use std::io::Write;
 
@@ -221,6 +222,78 @@ fn matmul_matches_reference_on_ragged_tiles() {
     }
 }
 
+/// Relative RMS error `||got - want|| / ||want||` (f64).
+fn rel_rms(got: &[f32], want: &[f32]) -> f64 {
+    let num: f64 = got.iter().zip(want).map(|(&g, &w)| (f64::from(g) - f64::from(w)).powi(2)).sum();
+    let den: f64 = want.iter().map(|&w| f64::from(w).powi(2)).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// Small-m products take `matvec_split_k`: m in {1, 2, 5, 8} x k in {1, 33, 4096, 4099}
+/// x n in {1, 7, 300}, rhs transposed or not, shared or batched rhs, three dtypes.
+#[test]
+fn small_m_matmul_matches_reference() {
+    let Some(device) = device() else { return };
+    let gpu = Device::Wgpu(device);
+    for dtype in DTYPES {
+        let mut seed = 10;
+        for m in [1, 2, 5, 8] {
+            for k in [1, 33, 4096, 4099] {
+                for n in [1, 7, 300] {
+                    // (batch, rhs_batched, rhs_transposed)
+                    for (batch, rhs_batched, rhs_transposed) in
+                        [(1, false, false), (1, false, true), (3, false, false), (2, true, true), (2, true, false)]
+                    {
+                        // Keep the batched big-k cases few: they dominate the run time on lavapipe.
+                        if batch > 1 && k >= 4096 && n == 300 && m != 5 {
+                            continue;
+                        }
+                        seed += 2;
+                        let (a, av) = host(&[batch, m, k], dtype, seed);
+                        let rhs_dims = if rhs_transposed { [n, k] } else { [k, n] };
+                        let b_dims: Vec<usize> =
+                            if rhs_batched { [&[batch][..], &rhs_dims[..]].concat() } else { rhs_dims.to_vec() };
+                        let (b, bv) = host(&b_dims, dtype, seed + 1);
+                        let dims = MatmulDims { batch, m, k, n, rhs_batched, rhs_transposed };
+                        let out = super::ops::matmul(&a.to_device(&gpu).unwrap(), &b.to_device(&gpu).unwrap(), &dims)
+                            .unwrap();
+                        let got = out.to_f32_vec().unwrap();
+                        let want = reference::matmul(&av, &bv, &dims);
+                        let what = format!("small-m matmul {dims:?}");
+                        if dtype == DType::F32 {
+                            let err = rel_rms(&got, &want);
+                            assert!(err <= 1e-5, "{what}: relative RMS error {err:e} > 1e-5");
+                        } else {
+                            assert_close(&what, dtype, &got, &want);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The public entry points reach the matvec path too: `linear` with one row and
+/// `matmul` of a rank-2 lhs with m = 3.
+#[test]
+fn linear_and_matmul_with_small_m_match_reference() {
+    let Some(device) = device() else { return };
+    let gpu = Device::Wgpu(device);
+    for dtype in DTYPES {
+        let (x, xv) = host(&[1, 1, 515], dtype, 91);
+        let (w, wv) = host(&[129, 515], dtype, 92);
+        let out = ops::linear(&x.to_device(&gpu).unwrap(), &w.to_device(&gpu).unwrap()).unwrap();
+        assert_eq!(out.dims(), [1, 1, 129]);
+        let dims = MatmulDims { batch: 1, m: 1, k: 515, n: 129, rhs_batched: false, rhs_transposed: true };
+        assert_close("linear m=1", dtype, &out.to_f32_vec().unwrap(), &reference::matmul(&xv, &wv, &dims));
+        let (a, av) = host(&[3, 70], dtype, 93);
+        let (b, bv) = host(&[70, 65], dtype, 94);
+        let out = ops::matmul(&a.to_device(&gpu).unwrap(), &b.to_device(&gpu).unwrap()).unwrap();
+        let dims = MatmulDims { batch: 1, m: 3, k: 70, n: 65, rhs_batched: false, rhs_transposed: false };
+        assert_close("matmul m=3", dtype, &out.to_f32_vec().unwrap(), &reference::matmul(&av, &bv, &dims));
+    }
+}
+
 #[test]
 fn softmax_and_rms_norm_match_reference() {
     let Some(device) = device() else { return };
@@ -333,6 +406,7 @@ fn every_embedded_module_compiles_for_every_dtype() {
         (&TENSOR_BINARY, &["add", "mul"]),
         (&TENSOR_SCALE, &["scale"]),
         (&TENSOR_MATMUL, &["matmul_tiled"]),
+        (&TENSOR_MATVEC, &["matvec_split_k"]),
         (&TENSOR_SOFTMAX, &["softmax_rows"]),
         (&TENSOR_RMS_NORM, &["rms_norm_rows"]),
     ];

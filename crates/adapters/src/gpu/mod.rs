@@ -209,8 +209,12 @@ pub fn lora_forward_dense_with(
 /// dtype when needed). DoRA, or a base without a dense weight: [`mixed::module_forward`].
 pub(crate) fn lora_forward_base(base: &dyn BaseLinear, module: &LoraModule, x: &Tensor) -> Result<Tensor> {
     let device = x.device();
+    let rows = x.shape().rows();
     match base.dense_weight() {
-        Some(w) if module.magnitude().is_none() => {
+        // Decode-sized batches: the tensor core's matvec for the base product plus the
+        // per-row update kernel beat the fused tile kernel, whose matvec variant reads W
+        // with less parallelism (measured on lavapipe: `linattn bench adapters --device wgpu`).
+        Some(w) if module.magnitude().is_none() && rows > MATVEC_MAX_ROWS => {
             let lora = module.gpu_cache().weights(module, &device)?;
             let on_device = |t: &Tensor| -> Result<Tensor> { t.to_device(&device)?.to_dtype(x.dtype()) };
             let weight = on_device(w)?;

@@ -89,6 +89,8 @@ fn matmul_kernels_match_reference() {
     let Some(device) = gpu() else { return };
     let cases = [
         (1, 1, 1, 1, false, false),
+        (1, 5, 4099, 300, false, true),
+        (3, 8, 33, 7, true, false),
         (2, 70, 37, 130, true, false),
         (3, 129, 65, 257, false, true),
         (2, 300, 9, 200, true, true),
@@ -105,7 +107,9 @@ fn matmul_kernels_match_reference() {
             let (a, av) = upload(&device, &values(batch * m * k, 3, -1.0, 1.0), dtype, &[batch, m, k]);
             let (b, bv) = upload(&device, &values(b_dims.iter().product(), 4, -1.0, 1.0), dtype, &b_dims);
             let want = reference::matmul(&av, &bv, &dims);
-            for kernel in [MatmulKernel::Naive, MatmulKernel::Tiled, MatmulKernel::Tiled128] {
+            let matvec_applies = m <= crate::cuda::ops::MATVEC_MAX_M;
+            let kernels = [MatmulKernel::Naive, MatmulKernel::Tiled, MatmulKernel::Tiled128, MatmulKernel::Matvec];
+            for kernel in kernels.into_iter().filter(|k| matvec_applies || *k != MatmulKernel::Matvec) {
                 let got = matmul_with(kernel, &a, &b, &dims).unwrap();
                 assert_close(&format!("{kernel:?} {dims:?}"), &got, &want, dtype);
             }

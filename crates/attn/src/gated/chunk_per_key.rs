@@ -58,7 +58,6 @@ fn run_head_body(src: &HeadSource, scratch: &mut Scratch, state: &mut [f32], out
     let (kd, vx) = (p.rec_key_dim, p.value_width());
     let len = src.len();
     let c = p.chunk.min(len.max(1));
-    let in_place = src.reads_in_place();
     scratch.reserve(c, kd, vx);
     let Scratch { q, k, v, b, a, e, qa, kw } = scratch;
     let mut start = 0;
@@ -66,12 +65,8 @@ fn run_head_body(src: &HeadSource, scratch: &mut Scratch, state: &mut [f32], out
         let l = c.min(len - start);
         // Queries are always gathered (scaled): they are decayed element-wise below.
         src.fill_queries(start, l, q);
-        let (km, vm) = if in_place {
-            (src.k_rows(start, l), src.v_rows(start, l))
-        } else {
-            src.fill_keys_values(start, l, k, v);
-            (Mat::rows(k, l, kd, kd), Mat::rows(v, l, vx, vx))
-        };
+        src.fill_keys_values(start, l, k, v);
+        let (km, vm) = (Mat::rows(k, l, kd, kd), Mat::rows(v, l, vx, vx));
         src.fill_key_gates(start, l, b);
         for i in 1..l {
             let (prev, cur) = b.split_at_mut(i * kd);

@@ -6,21 +6,13 @@
 //! ones-column that accumulates the normalizer z. With `key_shift = W` (window hybrid)
 //! position m reads the key and value of position `m - W`, and zeros before that.
 //!
-//! Plain calls (no feature map, no normalizer, no key shift) need no gathering: the
-//! kernels can read q, k, v in place as strided views ([`HeadSource::q_rows`] etc.,
-//! row stride `H * K` or `H * V`) and apply the scale as a product coefficient. That
-//! path is off ([`READ_IN_PLACE`]): at B = 1, H = 8, K = V = 64 on a 2-core EPYC,
-//! gathering each chunk into contiguous buffers before the `gemm` calls measured
-//! 10-15% faster (T = 4096 and 16384) than strided in-place operands.
+//! Plain calls are gathered too: at B = 1, H = 8, K = V = 64 on a 2-core EPYC, gathering
+//! each chunk into contiguous buffers before the `gemm` calls measured 10-15% faster
+//! (T = 4096 and 16384) than handing `gemm` the strided in-place rows.
 //! [`Scratch`] holds the per-thread chunk buffers, reused across tasks.
 
-use super::matmul::Mat;
 use super::problem::{Gates, Problem};
 use crate::layout::SeqSpan;
-
-/// Whether plain calls read q, k, v in place instead of gathering them (see the
-/// module header for why it is off; while off, the strided path is not exercised).
-pub(crate) const READ_IN_PLACE: bool = false;
 
 /// Chunk buffers of one worker thread, grown on demand and reused across
 /// (sequence, head) tasks.
@@ -85,35 +77,6 @@ impl HeadSource<'_, '_> {
         let (b, t) = self.token(m);
         let d = self.problem.dims;
         &data[d.qk_index(b, t, self.head, 0)..][..d.key_dim]
-    }
-
-    /// Whether q, k, v can be read in place (no feature map, no ones column, no key
-    /// shift): see [`Self::q_rows`], [`Self::k_rows`], [`Self::v_rows`].
-    pub fn reads_in_place(&self) -> bool {
-        let p = self.problem;
-        READ_IN_PLACE && p.q_map.is_none() && p.k_map.is_none() && !p.normalize && p.key_shift == 0
-    }
-
-    /// Rows `start..start+len` of raw q as a strided `[len, K]` view (unscaled).
-    pub fn q_rows(&self, start: usize, len: usize) -> Mat<'_> {
-        self.strided(&self.problem.q, start, len, self.problem.dims.key_dim)
-    }
-
-    /// Rows `start..start+len` of raw k as a strided `[len, K]` view.
-    pub fn k_rows(&self, start: usize, len: usize) -> Mat<'_> {
-        self.strided(&self.problem.k, start, len, self.problem.dims.key_dim)
-    }
-
-    /// Rows `start..start+len` of v as a strided `[len, V]` view.
-    pub fn v_rows(&self, start: usize, len: usize) -> Mat<'_> {
-        self.strided(&self.problem.v, start, len, self.problem.dims.value_dim)
-    }
-
-    fn strided<'s>(&self, data: &'s [f32], start: usize, len: usize, width: usize) -> Mat<'s> {
-        let (b, t) = self.token(start);
-        let d = self.problem.dims;
-        let at = ((b * d.seq_len + t) * d.heads + self.head) * width;
-        Mat::rows(&data[at..], len, width, d.heads * width)
     }
 
     /// Rows `start..start+len` of `scale * phi_q(q)` into `out [len, K']`.

@@ -75,23 +75,21 @@ fn window_layer(device: &Device, a: &Args, x: &Inputs, failures: &mut usize) -> 
     let full_out = full.output.to_f32_vec()?;
     let prefill_ms = start.elapsed().as_secs_f64() * 1e3;
     println!("  window_linear prefill T={t}: {prefill_ms:.1} ms ({:.0} tokens/s)", t as f64 / prefill_ms * 1e3);
-    if device.kind() == linattn_tensor::DeviceKind::Cpu {
-        let maps_cpu = maps.to_device(&Device::Cpu)?;
-        let ref_opts = WindowOptions { q_feature_map: Some(&maps_cpu), k_feature_map: Some(&maps_cpu), ..opts };
-        let cpu = |v: &[f32]| Tensor::from_slice(&v[..t * h * d], [1, t, h, d]);
-        let reference = attn::window_linear_reference(
-            &cpu(&x.q)?,
-            &cpu(&x.k)?,
-            &cpu(&x.v)?,
-            &factor.to_device(&Device::Cpu)?,
-            &ref_opts,
-        )?;
-        check(
-            "window_linear prefill vs f64 reference",
-            relative_rms_error(&reference.output.to_f32_vec()?, &full_out),
-            failures,
-        );
-    }
+    let maps_cpu = maps.to_device(&Device::Cpu)?;
+    let ref_opts = WindowOptions { q_feature_map: Some(&maps_cpu), k_feature_map: Some(&maps_cpu), ..opts };
+    let cpu = |v: &[f32]| Tensor::from_slice(&v[..t * h * d], [1, t, h, d]);
+    let reference = attn::window_linear_reference(
+        &cpu(&x.q)?,
+        &cpu(&x.k)?,
+        &cpu(&x.v)?,
+        &factor.to_device(&Device::Cpu)?,
+        &ref_opts,
+    )?;
+    check(
+        "window_linear prefill vs f64 reference",
+        relative_rms_error(&reference.output.to_f32_vec()?, &full_out),
+        failures,
+    );
     let prefix = a.seq_len;
     let pre = attn::window_linear(&up(&x.q, prefix, d)?, &up(&x.k, prefix, d)?, &up(&x.v, prefix, d)?, &factor, &opts)?;
     let mut state = pre.state;

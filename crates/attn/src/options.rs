@@ -45,7 +45,8 @@ impl LinearState {
 pub struct AttnOptions<'a> {
     /// Multiplies q (after its feature map). Default `K'^-0.5`.
     pub scale: Option<f32>,
-    /// Chunk length of the fast kernel: 16, 32 or 64.
+    /// Chunk length of the fast kernels: 16, 32 or 64. (The AVX-512 CPU kernel for
+    /// scalar decay always works in blocks of 16; results differ only by rounding.)
     pub chunk_size: usize,
     /// Variable-length batch (B = 1): sequence n spans tokens `cu[n]..cu[n+1]`.
     /// Not allowed in decode steps.

@@ -12,12 +12,15 @@
 //! ([`Isa::detect`]), so the same source gets 4-wide SSE2 and 8-wide AVX2 code.
 
 /// Instruction set a kernel body was compiled for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Isa {
     /// The build target's baseline (SSE2 on x86-64), always available.
     Portable,
     /// x86-64 AVX2 + FMA, detected at runtime.
     Avx2Fma,
+    /// x86-64 AVX-512 (F) on top of AVX2 + FMA, detected at runtime. Kernels without an
+    /// AVX-512 body run their AVX2 + FMA one.
+    Avx512,
 }
 
 impl Isa {
@@ -26,10 +29,20 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                if std::is_x86_feature_detected!("avx512f") {
+                    return Isa::Avx512;
+                }
                 return Isa::Avx2Fma;
             }
         }
         Isa::Portable
+    }
+
+    /// Every instruction set this CPU can run, baseline first (for tests).
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Isa> {
+        let best = Isa::detect();
+        [Isa::Portable, Isa::Avx2Fma, Isa::Avx512].into_iter().filter(|&isa| isa <= best).collect()
     }
 }
 

@@ -37,9 +37,9 @@ pub(crate) const SUB_CHUNK: usize = 16;
 pub(crate) fn run_head(src: &HeadSource, isa: Isa, scratch: &mut Scratch, state: &mut [f32], out: &mut MatMut) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => {
-            // SAFETY: `Isa::Avx2Fma` is only used when `Isa::detect` found AVX2 and FMA
-            // on this CPU (tests force it only under the same check).
+        Isa::Avx2Fma | Isa::Avx512 => {
+            // SAFETY: both are only used when `Isa::detect` found AVX2 and FMA on this
+            // CPU (tests force them only under the same check).
             unsafe { run_head_avx2(src, scratch, state, out) }
         }
         _ => run_head_body(src, scratch, state, out),
@@ -59,7 +59,7 @@ fn run_head_body(src: &HeadSource, scratch: &mut Scratch, state: &mut [f32], out
     let len = src.len();
     let c = p.chunk.min(len.max(1));
     scratch.reserve(c, kd, vx);
-    let Scratch { q, k, v, b, a, e, qa, kw } = scratch;
+    let Scratch { q, k, v, b, a, e, qa, kw, .. } = scratch;
     let mut start = 0;
     while start < len {
         let l = c.min(len - start);

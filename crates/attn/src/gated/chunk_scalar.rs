@@ -38,10 +38,12 @@ pub(crate) const INTRA_BLOCK: usize = 16;
 /// receives the raw output rows (overwritten).
 pub(crate) fn run_head(src: &HeadSource, isa: Isa, scratch: &mut Scratch, state: &mut [f32], out: &mut MatMut) {
     match isa {
+        // (`Isa::Avx512` normally runs the tile kernel of `chunk_scalar_avx512`; this
+        // per-head body is its fallback and the AVX2 machines' kernel.)
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => {
-            // SAFETY: `Isa::Avx2Fma` is only used when `Isa::detect` found AVX2 and FMA
-            // on this CPU (tests force it only under the same check).
+        Isa::Avx2Fma | Isa::Avx512 => {
+            // SAFETY: both are only used when `Isa::detect` found AVX2 and FMA on this
+            // CPU (tests force them only under the same check).
             unsafe { run_head_avx2(src, scratch, state, out) }
         }
         _ => run_head_body(src, scratch, state, out),

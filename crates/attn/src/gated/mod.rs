@@ -11,15 +11,19 @@
 //! Each public op validates once ([`problem::Problem::for_fast_kernels`]: metadata only
 //! for GPU inputs, no device->host copy; plus host f32 data and the non-finite check for
 //! CPU inputs and for the reference) and then dispatches on the device in [`forward`]:
-//! CPU -> the chunked kernels ([`chunk_scalar`] for scalar or no decay,
-//! [`chunk_per_key`] for per-key decay: dense per-chunk products through `gemm`, AVX2
-//! element-wise code when detected), run in parallel over sequences x heads with
+//! CPU -> the chunked kernels (scalar or no decay: the register-tiled
+//! `chunk_scalar_avx512` on AVX-512 CPUs, else [`chunk_scalar`]; per-key decay:
+//! [`chunk_per_key`]; the latter two are dense per-chunk products through `gemm` with
+//! AVX2 element-wise code when detected), run in parallel over tasks of one sequence and
+//! a group of its heads (one head, except for the block-major AVX-512 kernel) with
 //! per-thread scratch, writing `[B, T, H, V]` in place when there is no normalizer;
 //! CUDA / WebGPU -> [`crate::gpu::gated_forward`] (every gate, the normalizer and the
 //! feature maps). The `*_reference` functions run the f64 oracle on the host.
 
 pub(crate) mod chunk_per_key;
 pub(crate) mod chunk_scalar;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod chunk_scalar_avx512;
 pub mod decode;
 pub(crate) mod matmul;
 pub(crate) mod problem;
@@ -156,40 +160,82 @@ fn run_gpu_chunked(
     })
 }
 
-/// Runs one (sequence, head) through the chunked kernel that fits the gates.
-fn run_task(p: &Problem, isa: Isa, scratch: &mut Scratch, span: SeqSpan, head: usize, out: &mut MatMut) -> Vec<f32> {
-    let src = HeadSource { problem: p, span, head };
-    let mut state = p.initial_head_state(span.index, head);
-    if src.gates_per_key() {
-        chunk_per_key::run_head(&src, isa, scratch, &mut state, out);
-    } else {
-        chunk_scalar::run_head(&src, isa, scratch, &mut state, out);
-    }
-    state
+/// One unit of parallel work: a sequence and a contiguous group of its heads.
+#[derive(Clone, Copy, Debug)]
+struct Task {
+    span: SeqSpan,
+    first_head: usize,
+    heads: usize,
 }
 
-/// (sequence, head) tasks, sequence-major.
-fn tasks(p: &Problem) -> Vec<(SeqSpan, usize)> {
-    p.spans.iter().flat_map(|s| (0..p.dims.heads).map(move |h| (*s, h))).collect()
+/// Runs one task through the chunked kernel that fits the gates: `outs[g]` receives the
+/// raw rows of head `first_head + g`; returns their final extended states.
+fn run_task(p: &Problem, isa: Isa, scratch: &mut Scratch, task: Task, outs: &mut [MatMut]) -> Vec<Vec<f32>> {
+    let heads = task.first_head..task.first_head + task.heads;
+    let srcs: Vec<HeadSource> = heads.clone().map(|head| HeadSource { problem: p, span: task.span, head }).collect();
+    let mut states: Vec<Vec<f32>> = heads.map(|h| p.initial_head_state(task.span.index, h)).collect();
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && !srcs[0].gates_per_key() {
+        // SAFETY: `Isa::Avx512` is only used when `Isa::detect` found AVX-512F, AVX2 and
+        // FMA on this CPU (tests force it only under the same check).
+        unsafe { chunk_scalar_avx512::run_heads(&srcs, &mut scratch.tiles, &mut states, outs) };
+        return states;
+    }
+    for ((src, state), out) in srcs.iter().zip(states.iter_mut()).zip(outs.iter_mut()) {
+        if src.gates_per_key() {
+            chunk_per_key::run_head(src, isa, scratch, state, out);
+        } else {
+            chunk_scalar::run_head(src, isa, scratch, state, out);
+        }
+    }
+    states
+}
+
+/// Heads per task: the block-major AVX-512 kernel reads a group's rows contiguously, so
+/// groups are as large as the thread count allows (at least two tasks per thread, for
+/// balance); the per-head kernels take one head per task.
+fn heads_per_task(p: &Problem, isa: Isa) -> usize {
+    let heads = p.dims.heads.max(1);
+    if isa != Isa::Avx512 {
+        return 1;
+    }
+    let wanted_tasks = 2 * rayon::current_num_threads().max(1);
+    let groups_per_sequence = wanted_tasks.div_ceil(p.spans.len().max(1)).clamp(1, heads);
+    heads.div_ceil(groups_per_sequence)
+}
+
+/// Tasks, sequence-major, heads ascending within a sequence.
+fn tasks(p: &Problem, isa: Isa) -> Vec<Task> {
+    let (heads, per) = (p.dims.heads, heads_per_task(p, isa));
+    p.spans
+        .iter()
+        .flat_map(|&span| {
+            (0..heads).step_by(per).map(move |first_head| Task { span, first_head, heads: per.min(heads - first_head) })
+        })
+        .collect()
 }
 
 /// Runs every (sequence, head) raw through the chunked kernel that fits the gates.
-/// Returns raw outputs `[len, V(+1)]` and final extended states `[K', V(+1)]` per task,
-/// tasks ordered sequence-major.
+/// Returns raw outputs `[len, V(+1)]` and final extended states `[K', V(+1)]` per
+/// (sequence, head), sequence-major.
 pub(crate) fn run_raw_heads(p: &Problem) -> Vec<(Vec<f32>, Vec<f32>)> {
     run_raw_heads_with(p, Isa::detect())
 }
 
 fn run_raw_heads_with(p: &Problem, isa: Isa) -> Vec<(Vec<f32>, Vec<f32>)> {
     let vx = p.value_width();
-    tasks(p)
+    let per_task: Vec<Vec<(Vec<f32>, Vec<f32>)>> = tasks(p, isa)
         .par_iter()
-        .map_init(Scratch::default, |scratch, &(span, head)| {
-            let mut raw = vec![0.0f32; span.len() * vx];
-            let state = run_task(p, isa, scratch, span, head, &mut MatMut::rows(&mut raw, span.len(), vx, vx));
-            (raw, state)
+        .map_init(Scratch::default, |scratch, &task| {
+            let rows = task.span.len();
+            let mut raws: Vec<Vec<f32>> = (0..task.heads).map(|_| vec![0.0f32; rows * vx]).collect();
+            let mut outs: Vec<MatMut> = raws.iter_mut().map(|raw| MatMut::rows(raw, rows, vx, vx)).collect();
+            let states = run_task(p, isa, scratch, task, &mut outs);
+            drop(outs);
+            raws.into_iter().zip(states).collect()
         })
-        .collect()
+        .collect();
+    per_task.into_iter().flatten().collect()
 }
 
 /// The output buffer `[B, T, H, V]` shared by the tasks of [`run_cpu_chunked_into`],
@@ -241,21 +287,26 @@ fn run_cpu_chunked_into(p: &Problem, isa: Isa, out: &mut [f32]) -> Vec<Vec<f32>>
         // Raw rows are the output rows: the kernels write `[B, T, H, V]` in place.
         let base = SharedOutput(out.as_mut_ptr());
         let total = out.len();
-        let states = tasks(p)
+        let per_task: Vec<Vec<Vec<f32>>> = tasks(p, isa)
             .par_iter()
-            .map_init(Scratch::default, |scratch, &(span, head)| {
-                let first = d.v_index(span.row, span.start, head, 0);
+            .map_init(Scratch::default, |scratch, &task| {
+                let span = task.span;
                 let rows = span.len();
-                assert!(rows == 0 || first + (rows - 1) * d.heads * vd + vd <= total);
-                // SAFETY: the view covers rows `span.start..span.end` of sequence
-                // `span.row`, head `head`: `vd` elements per row, row stride `H * V`,
-                // inside `out` (asserted above). Tasks differ in (span, head) and spans
-                // do not overlap, so no element is in two views; `out` outlives the
-                // parallel loop and is not touched elsewhere during it.
-                let mut view = unsafe { MatMut::from_raw(base.ptr().add(first), rows, vd, d.heads * vd) };
-                run_task(p, isa, scratch, span, head, &mut view)
+                let mut outs = Vec::with_capacity(task.heads);
+                for head in task.first_head..task.first_head + task.heads {
+                    let first = d.v_index(span.row, span.start, head, 0);
+                    assert!(rows == 0 || first + (rows - 1) * d.heads * vd + vd <= total);
+                    // SAFETY: the view covers rows `span.start..span.end` of sequence
+                    // `span.row`, head `head`: `vd` elements per row, row stride `H * V`,
+                    // inside `out` (asserted above). Views differ in (span, head) and spans
+                    // do not overlap, so no element is in two views; `out` outlives the
+                    // parallel loop and is not touched elsewhere during it.
+                    outs.push(unsafe { MatMut::from_raw(base.ptr().add(first), rows, vd, d.heads * vd) });
+                }
+                run_task(p, isa, scratch, task, &mut outs)
             })
             .collect();
+        let states = per_task.into_iter().flatten().collect();
         return states;
     }
     let results = run_raw_heads_with(p, isa);
@@ -307,30 +358,47 @@ mod tests {
         (0..n).map(|i| ((i as f32 * 0.618 + seed as f32 * 1.7).sin() * 43758.547).fract() - 0.5).collect()
     }
 
-    /// The baseline and the AVX2 + FMA compilations of both kernels agree (when the CPU
-    /// has AVX2), and both match the f64 reference.
+    /// Every kernel this CPU can run (the baseline and AVX2 + FMA compilations of both
+    /// per-head kernels, the AVX-512 tile kernel) agrees with the others and with the f64
+    /// reference: widths that are and are not multiples of 16, a normalizer column that
+    /// makes V + 1 cross a 16 boundary, sequences shorter than one block, tails, every
+    /// chunk size, outputs and final states.
     #[test]
-    fn portable_and_avx2_kernels_agree() {
-        let (b, t, h, kd, vd) = (2usize, 150usize, 2usize, 24usize, 20usize);
-        let q = Tensor::from_f32(&pattern(b * t * h * kd, 1), DType::F32, [b, t, h, kd]).unwrap();
-        let k = Tensor::from_f32(&pattern(b * t * h * kd, 2), DType::F32, [b, t, h, kd]).unwrap();
-        let v = Tensor::from_f32(&pattern(b * t * h * vd, 3), DType::F32, [b, t, h, vd]).unwrap();
-        let gs: Vec<f32> = pattern(b * t * h, 4).iter().map(|x| -0.2 * (x + 0.6)).collect();
-        let gk: Vec<f32> = pattern(b * t * h * kd, 5).iter().map(|x| -0.2 * (x + 0.6)).collect();
-        let gs = Tensor::from_f32(&gs, DType::F32, [b, t, h]).unwrap();
-        let gk = Tensor::from_f32(&gk, DType::F32, [b, t, h, kd]).unwrap();
-        for normalize in [false, true] {
-            let opts = AttnOptions { normalize, chunk_size: 32, ..AttnOptions::default() };
-            for gate in [GateInput::None, GateInput::PerToken(&gs), GateInput::PerKey(&gk)] {
-                let p = Problem::new("test", &q, &k, &v, gate, &opts).unwrap();
-                let (portable, _) = run_cpu_chunked_with(&p, Isa::Portable);
-                let (reference, _) = reference::run(&p);
-                let err = crate::relative_rms_error(&reference, &portable);
-                assert!(err < 1e-5, "portable vs reference: {err:e} ({gate:?}, normalize {normalize})");
-                if Isa::detect() == Isa::Avx2Fma {
-                    let (avx2, _) = run_cpu_chunked_with(&p, Isa::Avx2Fma);
-                    let err = crate::relative_rms_error(&portable, &avx2);
-                    assert!(err < 1e-6, "portable vs avx2: {err:e} ({gate:?}, normalize {normalize})");
+    fn every_cpu_kernel_agrees() {
+        let shapes = [
+            (2usize, 150usize, 2usize, 24usize, 20usize, 32usize),
+            (1, 1, 3, 64, 64, 16),
+            (1, 83, 3, 100, 63, 64),
+            (2, 40, 1, 16, 128, 16),
+        ];
+        for (b, t, h, kd, vd, chunk) in shapes {
+            let q = Tensor::from_f32(&pattern(b * t * h * kd, 1), DType::F32, [b, t, h, kd]).unwrap();
+            let k = Tensor::from_f32(&pattern(b * t * h * kd, 2), DType::F32, [b, t, h, kd]).unwrap();
+            let v = Tensor::from_f32(&pattern(b * t * h * vd, 3), DType::F32, [b, t, h, vd]).unwrap();
+            let gs: Vec<f32> = pattern(b * t * h, 4).iter().map(|x| -0.2 * (x + 0.6)).collect();
+            let gk: Vec<f32> = pattern(b * t * h * kd, 5).iter().map(|x| -0.2 * (x + 0.6)).collect();
+            let gh: Vec<f32> = (0..h).map(|i| -0.05 * (i + 1) as f32).collect();
+            let gs = Tensor::from_f32(&gs, DType::F32, [b, t, h]).unwrap();
+            let gk = Tensor::from_f32(&gk, DType::F32, [b, t, h, kd]).unwrap();
+            let gh = Tensor::from_f32(&gh, DType::F32, [h]).unwrap();
+            for normalize in [false, true] {
+                let opts = AttnOptions { normalize, chunk_size: chunk, ..AttnOptions::default() };
+                let gates =
+                    [GateInput::None, GateInput::PerHead(&gh), GateInput::PerToken(&gs), GateInput::PerKey(&gk)];
+                for gate in gates {
+                    let case = format!("{gate:?}, normalize {normalize}, B {b} T {t} H {h} K {kd} V {vd} C {chunk}");
+                    let p = Problem::new("test", &q, &k, &v, gate, &opts).unwrap();
+                    let (portable, portable_states) = run_cpu_chunked_with(&p, Isa::Portable);
+                    let (reference, _) = reference::run(&p);
+                    let err = crate::relative_rms_error(&reference, &portable);
+                    assert!(err < 1e-5, "portable vs reference: {err:e} ({case})");
+                    for isa in Isa::available() {
+                        let (fast, fast_states) = run_cpu_chunked_with(&p, isa);
+                        let err = crate::relative_rms_error(&portable, &fast);
+                        assert!(err < 1e-6, "portable vs {isa:?}: {err:e} ({case})");
+                        let err = crate::relative_rms_error(&portable_states.concat(), &fast_states.concat());
+                        assert!(err < 1e-6, "final states, portable vs {isa:?}: {err:e} ({case})");
+                    }
                 }
             }
         }

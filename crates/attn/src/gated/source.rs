@@ -34,6 +34,9 @@ pub(crate) struct Scratch {
     pub qa: Vec<f32>,
     /// Decay-weighted keys `[C, K']`.
     pub kw: Vec<f32>,
+    /// Buffers of the AVX-512 tile kernel.
+    #[cfg(target_arch = "x86_64")]
+    pub tiles: super::chunk_scalar_avx512::TileScratch,
 }
 
 impl Scratch {
@@ -79,12 +82,33 @@ impl HeadSource<'_, '_> {
         &data[d.qk_index(b, t, self.head, 0)..][..d.key_dim]
     }
 
+    /// Whether rows go to the kernels as they are stored: no feature maps, no key shift
+    /// (so [`Self::raw_rows`] gives the kernels' rows without a gather).
+    pub fn rows_are_raw(&self) -> bool {
+        let p = self.problem;
+        p.q_map.is_none() && p.k_map.is_none() && p.key_shift == 0
+    }
+
+    /// Position `m`'s stored rows `(q [K], k [K], v [V])` (before scale and maps).
+    pub fn raw_rows(&self, m: usize) -> (&[f32], &[f32], &[f32]) {
+        let p = self.problem;
+        let (b, t) = self.token(m);
+        let v = &p.v[p.dims.v_index(b, t, self.head, 0)..][..p.dims.value_dim];
+        (self.qk_row(&p.q, m), self.qk_row(&p.k, m), v)
+    }
+
     /// Rows `start..start+len` of `scale * phi_q(q)` into `out [len, K']`.
     pub fn fill_queries(&self, start: usize, len: usize, out: &mut [f32]) {
+        self.fill_queries_strided(start, len, out, self.problem.rec_key_dim);
+    }
+
+    /// As [`Self::fill_queries`], row i at `out[i * stride..]` (`stride >= K'`; the
+    /// columns past K' are left as they are).
+    pub fn fill_queries_strided(&self, start: usize, len: usize, out: &mut [f32], stride: usize) {
         let p = self.problem;
         let kd = p.rec_key_dim;
         for i in 0..len {
-            let row = &mut out[i * kd..(i + 1) * kd];
+            let row = &mut out[i * stride..i * stride + kd];
             let x = self.qk_row(&p.q, start + i);
             match &p.q_map {
                 Some(map) => map.apply(self.head, x, row),
@@ -97,27 +121,60 @@ impl HeadSource<'_, '_> {
     /// Rows `start..start+len` of `phi_k(k)` into `k_out [len, K']` and of v (plus the
     /// ones column when normalizing) into `v_out [len, V(+1)]`, honoring `key_shift`.
     pub fn fill_keys_values(&self, start: usize, len: usize, k_out: &mut [f32], v_out: &mut [f32]) {
-        let p = self.problem;
-        let (kd, vd, vx) = (p.rec_key_dim, p.dims.value_dim, p.value_width());
+        let (kd, vx) = (self.problem.rec_key_dim, self.problem.value_width());
         for i in 0..len {
-            let krow = &mut k_out[i * kd..(i + 1) * kd];
-            let vrow = &mut v_out[i * vx..(i + 1) * vx];
-            let m = start + i;
-            if m < p.key_shift {
-                krow.fill(0.0);
-                vrow.fill(0.0);
-                continue;
+            self.fill_key_value(start + i, &mut k_out[i * kd..(i + 1) * kd], &mut v_out[i * vx..(i + 1) * vx]);
+        }
+    }
+
+    /// Position `m`'s `phi_k(k)` into `krow [K']` and its value (plus the ones column
+    /// when normalizing) into `vrow [V(+1)]`, honoring `key_shift` (zeros before it).
+    pub fn fill_key_value(&self, m: usize, krow: &mut [f32], vrow: &mut [f32]) {
+        let p = self.problem;
+        let vd = p.dims.value_dim;
+        if m < p.key_shift {
+            krow.fill(0.0);
+            vrow.fill(0.0);
+            return;
+        }
+        let src = m - p.key_shift;
+        let x = self.qk_row(&p.k, src);
+        match &p.k_map {
+            Some(map) => map.apply(self.head, x, krow),
+            None => krow.copy_from_slice(x),
+        }
+        let (b, t) = self.token(src);
+        vrow[..vd].copy_from_slice(&p.v[p.dims.v_index(b, t, self.head, 0)..][..vd]);
+        if p.normalize {
+            vrow[vd] = 1.0;
+        }
+    }
+
+    /// Asks the CPU to start loading the q, k and v rows of positions
+    /// `start..start+len` (clamped to the sequence) into cache: the rows of one head
+    /// are 256 B or so every `H * K` floats, a stride the hardware prefetchers follow
+    /// poorly, so a kernel calls this one block ahead of the rows it computes on.
+    #[cfg(target_arch = "x86_64")]
+    pub fn prefetch_rows(&self, start: usize, len: usize) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = self.problem;
+        let d = p.dims;
+        let end = (start + len).min(self.len());
+        let lines = |data: &[f32], at: usize, n: usize| {
+            let row = &data[at..at + n];
+            for off in (0..n).step_by(16) {
+                // SAFETY: a prefetch is only a hint and never faults; the address is
+                // inside `row` anyway.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(off).cast::<i8>()) };
             }
-            let src = m - p.key_shift;
-            let x = self.qk_row(&p.k, src);
-            match &p.k_map {
-                Some(map) => map.apply(self.head, x, krow),
-                None => krow.copy_from_slice(x),
-            }
-            let (b, t) = self.token(src);
-            vrow[..vd].copy_from_slice(&p.v[p.dims.v_index(b, t, self.head, 0)..][..vd]);
-            if p.normalize {
-                vrow[vd] = 1.0;
+        };
+        for m in start..end {
+            let (b, t) = self.token(m);
+            lines(&p.q, d.qk_index(b, t, self.head, 0), d.key_dim);
+            if m >= p.key_shift {
+                let (b, t) = self.token(m - p.key_shift);
+                lines(&p.k, d.qk_index(b, t, self.head, 0), d.key_dim);
+                lines(&p.v, d.v_index(b, t, self.head, 0), d.value_dim);
             }
         }
     }

@@ -63,6 +63,32 @@ fn head_dims_chunk_sizes_and_cu_seqlens_are_checked() {
     expect_err(linear_attn(&q, &q, &q, &AttnOptions { eps: -1.0, ..o }), &["eps"]);
 }
 
+/// Inf or NaN anywhere (first, middle, last element; key dims that are not a multiple
+/// of 16; a partial last block; several heads and sequences, with and without the
+/// normalizer) is found and named with its flat index, whichever CPU kernel runs.
+#[test]
+fn non_finite_inputs_are_found_everywhere() {
+    let mut r = Rng::new(11);
+    let shape = [2usize, 37, 3, 20];
+    let n: usize = shape.iter().product();
+    let good = t(&mut r, &shape);
+    let g = Tensor::from_vec(vec![-0.1f32; 2 * 37 * 3], [2, 37, 3]).unwrap();
+    for index in [0, n / 2 + 7, n - 1] {
+        for bad_value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut vals = good.to_f32_vec().unwrap();
+            vals[index] = bad_value;
+            let bad = Tensor::from_vec(vals, shape).unwrap();
+            let at = format!("index {index}");
+            for normalize in [false, true] {
+                let o = AttnOptions { normalize, ..AttnOptions::default() };
+                expect_err(linear_attn(&bad, &good, &good, &o), &["`q`", &at]);
+                expect_err(simple_gla(&good, &bad, &good, &g, &o), &["`k`", &at]);
+                expect_err(simple_gla(&good, &good, &bad, &g, &o), &["`v`", &at]);
+            }
+        }
+    }
+}
+
 #[test]
 fn non_finite_inputs_are_named() {
     let mut r = Rng::new(3);

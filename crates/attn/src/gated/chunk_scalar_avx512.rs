@@ -75,11 +75,20 @@ fn ceil16(n: usize) -> usize {
 /// (all on the same sequence), `states[g] [K', V(+1)]` its state in/out, `outs[g]
 /// [len, V(+1)]` its raw output rows (overwritten).
 ///
+/// Returns false if a q, k or v value read as stored (no feature maps, no key shift)
+/// was not finite: the sum of `x * 0` over every loaded register is NaN exactly then.
+/// Rows that pass through a feature map or a key shift are not checked here.
+///
 /// Callers need AVX-512F, AVX2 and FMA on this CPU (`Isa::Avx512` from `Isa::detect`).
 #[target_feature(enable = "avx512f,avx2,fma")]
-pub(crate) fn run_heads(srcs: &[HeadSource], scratch: &mut TileScratch, states: &mut [Vec<f32>], outs: &mut [MatMut]) {
+pub(crate) fn run_heads(
+    srcs: &[HeadSource],
+    scratch: &mut TileScratch,
+    states: &mut [Vec<f32>],
+    outs: &mut [MatMut],
+) -> bool {
     assert!(srcs.len() == states.len() && srcs.len() == outs.len(), "one state and one output per head");
-    let Some(first) = srcs.first() else { return };
+    let Some(first) = srcs.first() else { return true };
     let p = first.problem;
     let (kd, vx) = (p.rec_key_dim, p.value_width());
     let (kp, vp) = (ceil16(kd), ceil16(vx));
@@ -104,6 +113,7 @@ pub(crate) fn run_heads(srcs: &[HeadSource], scratch: &mut TileScratch, states: 
             s[(g * kp + r) * vp..][..vx].copy_from_slice(&state[r * vx..(r + 1) * vx]);
         }
     }
+    let mut non_finite_probe = _mm512_setzero_ps();
     let mut start = 0;
     while start < len {
         let l = BLOCK.min(len - start);
@@ -116,7 +126,7 @@ pub(crate) fn run_heads(srcs: &[HeadSource], scratch: &mut TileScratch, states: 
             }
             src.prefetch_rows(start + BLOCK, BLOCK);
             if src.rows_are_raw() {
-                gather_raw(src, start, l, q, kt, v, kp, vp);
+                gather_raw(src, start, l, q, kt, v, kp, vp, &mut non_finite_probe);
             } else {
                 src.fill_queries_strided(start, l, q, kp);
                 for j in 0..l {
@@ -144,12 +154,15 @@ pub(crate) fn run_heads(srcs: &[HeadSource], scratch: &mut TileScratch, states: 
             state[r * vx..(r + 1) * vx].copy_from_slice(&s[(g * kp + r) * vp..][..vx]);
         }
     }
+    _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(non_finite_probe, non_finite_probe) == 0
 }
 
 /// The block's rows of a problem without feature maps or key shift, straight from the
 /// stored tensors: `q = scale * q` rows, `kt` the keys transposed (a 16 x 16 transpose
 /// in registers per 16 key dims), `v` rows plus the ones column when normalizing.
-/// Columns past K and V(+1) and rows past `l` are left as they are (zero).
+/// Columns past K and V(+1) and rows past `l` are left as they are (zero). Every loaded
+/// register times 0 is added to `non_finite_probe` (NaN from then on iff a value was
+/// Inf or NaN).
 #[allow(clippy::too_many_arguments)] // the block's buffers and their widths
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn gather_raw(
@@ -161,22 +174,31 @@ fn gather_raw(
     v: &mut [f32],
     kp: usize,
     vp: usize,
+    non_finite_probe: &mut __m512,
 ) {
+    let zero = _mm512_setzero_ps();
+    let mut probe = *non_finite_probe;
     let p = src.problem;
     let (kd, vd) = (p.dims.key_dim, p.dims.value_dim);
     let scale = _mm512_set1_ps(p.scale);
+    let rows = src.raw_block(start, l);
+    let (sqk, sv) = (rows.qk_stride, rows.v_stride);
     for j in 0..l {
-        let (q_src, _, v_src) = src.raw_rows(start + j);
+        let q_src = &rows.q[j * sqk..j * sqk + kd];
         let q_dst = &mut q[j * kp..j * kp + kd];
         for c in (0..kd).step_by(16) {
             let n = (kd - c).min(16);
             let x = load_prefix(&q_src[c..c + n]);
+            probe = _mm512_fmadd_ps(x, zero, probe);
             store_prefix(&mut q_dst[c..c + n], _mm512_mul_ps(x, scale));
         }
+        let v_src = &rows.v[j * sv..j * sv + vd];
         let v_dst = &mut v[j * vp..j * vp + vd];
         for c in (0..vd).step_by(16) {
             let n = (vd - c).min(16);
-            store_prefix(&mut v_dst[c..c + n], load_prefix(&v_src[c..c + n]));
+            let x = load_prefix(&v_src[c..c + n]);
+            probe = _mm512_fmadd_ps(x, zero, probe);
+            store_prefix(&mut v_dst[c..c + n], x);
         }
         if p.normalize {
             v[j * vp + vd] = 1.0;
@@ -185,23 +207,25 @@ fn gather_raw(
     // Keys: 16 key dims at a time, 16 token rows -> 16 kt rows (lane = token).
     for c in (0..kd).step_by(16) {
         let n = (kd - c).min(16);
-        let mut rows = [_mm512_setzero_ps(); 16];
-        for (j, row) in rows.iter_mut().enumerate().take(l) {
-            let (_, k_src, _) = src.raw_rows(start + j);
-            *row = load_prefix(&k_src[c..c + n]);
+        let mut tokens = [_mm512_setzero_ps(); 16];
+        for (j, row) in tokens.iter_mut().enumerate().take(l) {
+            *row = load_prefix(&rows.k[j * sqk + c..j * sqk + c + n]);
+            probe = _mm512_fmadd_ps(*row, zero, probe);
         }
-        let cols = transpose16(rows);
+        let cols = transpose16(tokens);
         for (r, col) in cols.iter().enumerate().take(n) {
             let dst = &mut kt[(c + r) * BLOCK..(c + r + 1) * BLOCK];
             // SAFETY: `dst` is a slice of exactly 16 floats.
             unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *col) };
         }
     }
+    *non_finite_probe = probe;
 }
 
 /// Transposes a 16 x 16 matrix held as 16 rows: `out[j]` lane i = `rows[i]` lane j.
 /// Pairs of rows are interleaved within 128-bit lanes, then quads, then the 4 x 4
 /// arrangement of 128-bit lanes is transposed with two rounds of lane shuffles.
+#[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
     // t[2p], t[2p+1]: rows 2p and 2p+1 interleaved, low and high halves of each lane.
@@ -236,6 +260,7 @@ fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
 }
 
 /// Loads `src.len() <= 16` floats into the low lanes (the rest zero).
+#[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn load_prefix(src: &[f32]) -> __m512 {
     assert!(src.len() <= 16);
@@ -509,6 +534,7 @@ impl StateTile<'_> {
 }
 
 /// Stores the first `dst.len() <= 16` lanes of `x` into `dst`.
+#[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn store_prefix(dst: &mut [f32], x: __m512) {
     assert!(dst.len() <= 16);

@@ -112,7 +112,7 @@ pub(crate) fn forward(
         }
         // Device dispatch: the one place this op family picks a fast kernel.
         Engine::Fast => match &problem.device {
-            Device::Cpu => run_cpu_chunked(&problem),
+            Device::Cpu => run_cpu_chunked(op, &problem)?,
             Device::Cuda(_) | Device::Wgpu(_) if gpu_kernel_covers(&problem) => {
                 return run_gpu_chunked(q, k, v, gate, opts, &problem);
             }
@@ -168,9 +168,28 @@ struct Task {
     heads: usize,
 }
 
+/// Final extended states of a task's heads, and whether every q, k, v value its kernel
+/// read was finite (always true for kernels that do not check, see
+/// [`kernel_checks_finite`]).
+struct TaskResult {
+    states: Vec<Vec<f32>>,
+    inputs_finite: bool,
+}
+
+/// Whether the kernel that runs `p` on `isa` checks q, k, v for non-finite values while
+/// it reads them (the AVX-512 tile kernel on rows read as stored).
+fn kernel_checks_finite(p: &Problem, isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64")
+        && isa == Isa::Avx512
+        && !matches!(p.gates, problem::Gates::PerKey(_))
+        && p.q_map.is_none()
+        && p.k_map.is_none()
+        && p.key_shift == 0
+}
+
 /// Runs one task through the chunked kernel that fits the gates: `outs[g]` receives the
-/// raw rows of head `first_head + g`; returns their final extended states.
-fn run_task(p: &Problem, isa: Isa, scratch: &mut Scratch, task: Task, outs: &mut [MatMut]) -> Vec<Vec<f32>> {
+/// raw rows of head `first_head + g`.
+fn run_task(p: &Problem, isa: Isa, scratch: &mut Scratch, task: Task, outs: &mut [MatMut]) -> TaskResult {
     let heads = task.first_head..task.first_head + task.heads;
     let srcs: Vec<HeadSource> = heads.clone().map(|head| HeadSource { problem: p, span: task.span, head }).collect();
     let mut states: Vec<Vec<f32>> = heads.map(|h| p.initial_head_state(task.span.index, h)).collect();
@@ -178,8 +197,8 @@ fn run_task(p: &Problem, isa: Isa, scratch: &mut Scratch, task: Task, outs: &mut
     if isa == Isa::Avx512 && !srcs[0].gates_per_key() {
         // SAFETY: `Isa::Avx512` is only used when `Isa::detect` found AVX-512F, AVX2 and
         // FMA on this CPU (tests force it only under the same check).
-        unsafe { chunk_scalar_avx512::run_heads(&srcs, &mut scratch.tiles, &mut states, outs) };
-        return states;
+        let inputs_finite = unsafe { chunk_scalar_avx512::run_heads(&srcs, &mut scratch.tiles, &mut states, outs) };
+        return TaskResult { states, inputs_finite };
     }
     for ((src, state), out) in srcs.iter().zip(states.iter_mut()).zip(outs.iter_mut()) {
         if src.gates_per_key() {
@@ -188,7 +207,7 @@ fn run_task(p: &Problem, isa: Isa, scratch: &mut Scratch, task: Task, outs: &mut
             chunk_scalar::run_head(src, isa, scratch, state, out);
         }
     }
-    states
+    TaskResult { states, inputs_finite: true }
 }
 
 /// Heads per task: the block-major AVX-512 kernel reads a group's rows contiguously, so
@@ -218,24 +237,28 @@ fn tasks(p: &Problem, isa: Isa) -> Vec<Task> {
 /// Runs every (sequence, head) raw through the chunked kernel that fits the gates.
 /// Returns raw outputs `[len, V(+1)]` and final extended states `[K', V(+1)]` per
 /// (sequence, head), sequence-major.
+/// `p` must have been checked for non-finite q, k, v (`Problem::new` does).
 pub(crate) fn run_raw_heads(p: &Problem) -> Vec<(Vec<f32>, Vec<f32>)> {
-    run_raw_heads_with(p, Isa::detect())
+    assert!(p.qkv_checked, "run_raw_heads needs a problem whose inputs were checked");
+    run_raw_heads_with(p, Isa::detect()).0
 }
 
-fn run_raw_heads_with(p: &Problem, isa: Isa) -> Vec<(Vec<f32>, Vec<f32>)> {
+/// [`run_raw_heads`] on `isa`; also says whether the kernels saw only finite inputs.
+fn run_raw_heads_with(p: &Problem, isa: Isa) -> (Vec<(Vec<f32>, Vec<f32>)>, bool) {
     let vx = p.value_width();
-    let per_task: Vec<Vec<(Vec<f32>, Vec<f32>)>> = tasks(p, isa)
+    let per_task: Vec<(Vec<(Vec<f32>, Vec<f32>)>, bool)> = tasks(p, isa)
         .par_iter()
         .map_init(Scratch::default, |scratch, &task| {
             let rows = task.span.len();
             let mut raws: Vec<Vec<f32>> = (0..task.heads).map(|_| vec![0.0f32; rows * vx]).collect();
             let mut outs: Vec<MatMut> = raws.iter_mut().map(|raw| MatMut::rows(raw, rows, vx, vx)).collect();
-            let states = run_task(p, isa, scratch, task, &mut outs);
+            let result = run_task(p, isa, scratch, task, &mut outs);
             drop(outs);
-            raws.into_iter().zip(states).collect()
+            (raws.into_iter().zip(result.states).collect(), result.inputs_finite)
         })
         .collect();
-    per_task.into_iter().flatten().collect()
+    let finite = per_task.iter().all(|(_, finite)| *finite);
+    (per_task.into_iter().flat_map(|(heads, _)| heads).collect(), finite)
 }
 
 /// The output buffer `[B, T, H, V]` shared by the tasks of [`run_cpu_chunked_into`],
@@ -259,35 +282,48 @@ impl SharedOutput {
 /// The fast CPU path: chunked kernels, then normalization and scatter into `[B, T, H, V]`.
 /// The output is written into the buffer that becomes the output tensor (no copy for
 /// f32 outputs).
-fn run_cpu_chunked(p: &Problem) -> (CpuBuffer, Vec<Vec<f32>>) {
+/// Fails with `Error::NonFinite` for a non-finite q, k or v value.
+fn run_cpu_chunked(op: &'static str, p: &Problem) -> Result<(CpuBuffer, Vec<Vec<f32>>)> {
     let d = p.dims;
     let mut out = CpuBuffer::zeroed(d.batch * d.seq_len * d.heads * d.value_dim * size_of::<f32>());
     let slice = out.as_slice_mut::<f32>().expect("a buffer of whole f32s");
-    let states = run_cpu_chunked_into(p, Isa::detect(), slice);
-    (out, states)
+    let states = run_cpu_chunked_into(op, p, Isa::detect(), slice)?;
+    Ok((out, states))
 }
 
 /// [`run_cpu_chunked`] on a given instruction set, into a vector.
 #[cfg(test)]
-pub(crate) fn run_cpu_chunked_with(p: &Problem, isa: Isa) -> (Vec<f32>, Vec<Vec<f32>>) {
+pub(crate) fn run_cpu_chunked_with(p: &Problem, isa: Isa) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
     let d = p.dims;
     let mut out = vec![0.0f32; d.batch * d.seq_len * d.heads * d.value_dim];
-    let states = run_cpu_chunked_into(p, isa, &mut out);
-    (out, states)
+    let states = run_cpu_chunked_into("test", p, isa, &mut out)?;
+    Ok((out, states))
 }
 
 /// Runs all tasks, writing the output `[B, T, H, V]` into `out`; returns the final
-/// extended states per task.
-fn run_cpu_chunked_into(p: &Problem, isa: Isa, out: &mut [f32]) -> Vec<Vec<f32>> {
+/// extended states per (sequence, head). Unless `p.qkv_checked`, q, k, v are checked
+/// for non-finite values: by the kernel while it reads them where it can
+/// ([`kernel_checks_finite`]), else before it runs; on failure the error names the
+/// first non-finite value (the contents of `out` are then unspecified).
+fn run_cpu_chunked_into(op: &'static str, p: &Problem, isa: Isa, out: &mut [f32]) -> Result<Vec<Vec<f32>>> {
     assert!(p.host_data, "the CPU kernels need the host data of the problem");
     let d = p.dims;
     let (vd, vx) = (d.value_dim, p.value_width());
     assert_eq!(out.len(), d.batch * d.seq_len * d.heads * vd);
+    let in_kernel_check = !p.qkv_checked && kernel_checks_finite(p, isa);
+    if !p.qkv_checked && !in_kernel_check {
+        p.check_qkv_finite(op)?;
+    }
+    // A kernel saw a non-finite value: find the first one for the error.
+    let fail = || match p.check_qkv_finite(op) {
+        Err(e) => e,
+        Ok(()) => Error::invalid(format!("{op}: the kernel saw a non-finite input the host scan did not find")),
+    };
     if !p.normalize {
         // Raw rows are the output rows: the kernels write `[B, T, H, V]` in place.
         let base = SharedOutput(out.as_mut_ptr());
         let total = out.len();
-        let per_task: Vec<Vec<Vec<f32>>> = tasks(p, isa)
+        let per_task: Vec<TaskResult> = tasks(p, isa)
             .par_iter()
             .map_init(Scratch::default, |scratch, &task| {
                 let span = task.span;
@@ -306,10 +342,15 @@ fn run_cpu_chunked_into(p: &Problem, isa: Isa, out: &mut [f32]) -> Vec<Vec<f32>>
                 run_task(p, isa, scratch, task, &mut outs)
             })
             .collect();
-        let states = per_task.into_iter().flatten().collect();
-        return states;
+        if in_kernel_check && !per_task.iter().all(|r| r.inputs_finite) {
+            return Err(fail());
+        }
+        return Ok(per_task.into_iter().flat_map(|r| r.states).collect());
     }
-    let results = run_raw_heads_with(p, isa);
+    let (results, finite) = run_raw_heads_with(p, isa);
+    if in_kernel_check && !finite {
+        return Err(fail());
+    }
     let mut states = Vec::with_capacity(results.len());
     for (task, (raw, state)) in results.into_iter().enumerate() {
         let (span, h) = (p.spans[task / d.heads], task % d.heads);
@@ -321,7 +362,7 @@ fn run_cpu_chunked_into(p: &Problem, isa: Isa, out: &mut [f32]) -> Vec<Vec<f32>>
         }
         states.push(state);
     }
-    states
+    Ok(states)
 }
 
 /// Builds the output tensor and splits extended states into `kv` and `z`.
@@ -388,12 +429,12 @@ mod tests {
                 for gate in gates {
                     let case = format!("{gate:?}, normalize {normalize}, B {b} T {t} H {h} K {kd} V {vd} C {chunk}");
                     let p = Problem::new("test", &q, &k, &v, gate, &opts).unwrap();
-                    let (portable, portable_states) = run_cpu_chunked_with(&p, Isa::Portable);
+                    let (portable, portable_states) = run_cpu_chunked_with(&p, Isa::Portable).unwrap();
                     let (reference, _) = reference::run(&p);
                     let err = crate::relative_rms_error(&reference, &portable);
                     assert!(err < 1e-5, "portable vs reference: {err:e} ({case})");
                     for isa in Isa::available() {
-                        let (fast, fast_states) = run_cpu_chunked_with(&p, isa);
+                        let (fast, fast_states) = run_cpu_chunked_with(&p, isa).unwrap();
                         let err = crate::relative_rms_error(&portable, &fast);
                         assert!(err < 1e-6, "portable vs {isa:?}: {err:e} ({case})");
                         let err = crate::relative_rms_error(&portable_states.concat(), &fast_states.concat());

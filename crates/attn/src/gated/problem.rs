@@ -72,6 +72,10 @@ pub(crate) struct Problem<'a> {
     pub device: Device,
     /// Whether q, k, v, gates and the initial state were loaded to the host.
     pub host_data: bool,
+    /// Whether q, k and v were checked for non-finite values. [`Problem::for_fast_kernels`]
+    /// leaves it to the CPU driver, which checks up front or, for the AVX-512 tile
+    /// kernel, while gathering rows (one pass over the inputs instead of two).
+    pub qkv_checked: bool,
 }
 
 /// A tensor's values as f32 on the host, borrowed when it already is an f32 CPU tensor.
@@ -152,7 +156,7 @@ impl<'a> Problem<'a> {
         gate: GateInput<'a>,
         opts: &AttnOptions<'a>,
     ) -> Result<Problem<'a>> {
-        Self::build(op, q, k, v, gate, opts, true, true)
+        Self::build(op, q, k, v, gate, opts, true, true, true)
     }
 
     /// Validates a decode step on the CPU: loads q, k, v and gates, but leaves the
@@ -166,11 +170,12 @@ impl<'a> Problem<'a> {
         gate: GateInput<'a>,
         opts: &AttnOptions<'a>,
     ) -> Result<Problem<'a>> {
-        Self::build(op, q, k, v, gate, opts, true, false)
+        Self::build(op, q, k, v, gate, opts, true, false, true)
     }
 
     /// Validates a prefill call for the device's fast kernels: loads the host data only
-    /// for CPU inputs, so a GPU call copies nothing to the host.
+    /// for CPU inputs, so a GPU call copies nothing to the host. q, k and v are not yet
+    /// checked for non-finite values (`qkv_checked` is false): the CPU driver does it.
     pub fn for_fast_kernels(
         op: &'static str,
         q: &'a Tensor,
@@ -179,7 +184,14 @@ impl<'a> Problem<'a> {
         gate: GateInput<'a>,
         opts: &AttnOptions<'a>,
     ) -> Result<Problem<'a>> {
-        Self::build(op, q, k, v, gate, opts, q.is_cpu(), q.is_cpu())
+        Self::build(op, q, k, v, gate, opts, q.is_cpu(), q.is_cpu(), false)
+    }
+
+    /// Fails with `Error::NonFinite` at the first non-finite value of q, then k, then v.
+    pub fn check_qkv_finite(&self, op: &'static str) -> Result<()> {
+        check_finite_host(op, "q", &self.q)?;
+        check_finite_host(op, "k", &self.k)?;
+        check_finite_host(op, "v", &self.v)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -192,6 +204,7 @@ impl<'a> Problem<'a> {
         opts: &AttnOptions<'a>,
         host_data: bool,
         load_state: bool,
+        check_qkv: bool,
     ) -> Result<Problem<'a>> {
         let qd = q.dims();
         if qd.len() != 4 {
@@ -318,8 +331,10 @@ impl<'a> Problem<'a> {
         if !(opts.eps.is_finite() && opts.eps >= 0.0) {
             return Err(Error::invalid(format!("{op}: eps must be finite and >= 0, got {}", opts.eps)));
         }
-        let (q_host, k_host, v_host) = if host_data {
+        let (q_host, k_host, v_host) = if host_data && check_qkv {
             (load_checked(op, "q", q)?, load_checked(op, "k", k)?, load_checked(op, "v", v)?)
+        } else if host_data {
+            (host_f32(q)?, host_f32(k)?, host_f32(v)?)
         } else {
             (Cow::Borrowed(&[][..]), Cow::Borrowed(&[][..]), Cow::Borrowed(&[][..]))
         };
@@ -343,6 +358,7 @@ impl<'a> Problem<'a> {
             out_dtype: q.dtype(),
             device,
             host_data,
+            qkv_checked: host_data && check_qkv,
         })
     }
 

@@ -59,6 +59,15 @@ impl Scratch {
     }
 }
 
+/// Consecutive stored rows of one head (see [`HeadSource::raw_block`]).
+pub(crate) struct RawBlock<'p> {
+    pub q: &'p [f32],
+    pub k: &'p [f32],
+    pub v: &'p [f32],
+    pub qk_stride: usize,
+    pub v_stride: usize,
+}
+
 /// One sequence and head of a [`Problem`].
 pub(crate) struct HeadSource<'p, 'a> {
     pub problem: &'p Problem<'a>,
@@ -89,12 +98,31 @@ impl HeadSource<'_, '_> {
         p.q_map.is_none() && p.k_map.is_none() && p.key_shift == 0
     }
 
-    /// Position `m`'s stored rows `(q [K], k [K], v [V])` (before scale and maps).
-    pub fn raw_rows(&self, m: usize) -> (&[f32], &[f32], &[f32]) {
+    /// The stored rows of positions `start..start+len` (before scale and maps), as
+    /// slices that start at row `start`: row j of q (and k) at `j * qk_stride`, of v at
+    /// `j * v_stride`. `len` must be at least 1 and stay inside the sequence.
+    pub fn raw_block(&self, start: usize, len: usize) -> RawBlock<'_> {
         let p = self.problem;
-        let (b, t) = self.token(m);
-        let v = &p.v[p.dims.v_index(b, t, self.head, 0)..][..p.dims.value_dim];
-        (self.qk_row(&p.q, m), self.qk_row(&p.k, m), v)
+        let d = p.dims;
+        assert!(
+            len >= 1 && start + len <= self.len(),
+            "rows {start}..{} of a {}-token sequence",
+            start + len,
+            self.len()
+        );
+        let (b, t) = self.token(start);
+        let (qk_stride, v_stride) = (d.heads * d.key_dim, d.heads * d.value_dim);
+        let qk_at = d.qk_index(b, t, self.head, 0);
+        let v_at = d.v_index(b, t, self.head, 0);
+        let qk_len = (len - 1) * qk_stride + d.key_dim;
+        let v_len = (len - 1) * v_stride + d.value_dim;
+        RawBlock {
+            q: &p.q[qk_at..qk_at + qk_len],
+            k: &p.k[qk_at..qk_at + qk_len],
+            v: &p.v[v_at..v_at + v_len],
+            qk_stride,
+            v_stride,
+        }
     }
 
     /// Rows `start..start+len` of `scale * phi_q(q)` into `out [len, K']`.
@@ -158,25 +186,29 @@ impl HeadSource<'_, '_> {
     pub fn prefetch_rows(&self, start: usize, len: usize) {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let p = self.problem;
-        let d = p.dims;
+        // Positions whose q and (shifted) k, v rows all exist.
+        let first = start.max(p.key_shift);
         let end = (start + len).min(self.len());
-        let lines = |data: &[f32], at: usize, n: usize| {
-            let row = &data[at..at + n];
-            for off in (0..n).step_by(16) {
-                // SAFETY: a prefetch is only a hint and never faults; the address is
-                // inside `row` anyway.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(off).cast::<i8>()) };
+        if first >= end {
+            return;
+        }
+        let lines = |data: &[f32], first_row: usize, stride: usize, width: usize| {
+            let rows = &data[first_row..first_row + (end - first - 1) * stride + width];
+            for j in 0..end - first {
+                for off in (0..width).step_by(16) {
+                    // SAFETY: a prefetch is only a hint and never faults; the address is
+                    // inside `rows` anyway (row j starts at j * stride, width floats).
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(rows.as_ptr().add(j * stride + off).cast::<i8>()) };
+                }
             }
         };
-        for m in start..end {
-            let (b, t) = self.token(m);
-            lines(&p.q, d.qk_index(b, t, self.head, 0), d.key_dim);
-            if m >= p.key_shift {
-                let (b, t) = self.token(m - p.key_shift);
-                lines(&p.k, d.qk_index(b, t, self.head, 0), d.key_dim);
-                lines(&p.v, d.v_index(b, t, self.head, 0), d.value_dim);
-            }
-        }
+        let d = p.dims;
+        let (qk_stride, v_stride) = (d.heads * d.key_dim, d.heads * d.value_dim);
+        let (b, t) = self.token(first);
+        lines(&p.q, d.qk_index(b, t, self.head, 0), qk_stride, d.key_dim);
+        let (b, t) = self.token(first - p.key_shift);
+        lines(&p.k, d.qk_index(b, t, self.head, 0), qk_stride, d.key_dim);
+        lines(&p.v, d.v_index(b, t, self.head, 0), v_stride, d.value_dim);
     }
 
     /// Whether the state decays at all.

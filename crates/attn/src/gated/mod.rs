@@ -234,19 +234,23 @@ fn tasks(p: &Problem, isa: Isa) -> Vec<Task> {
         .collect()
 }
 
+/// Raw output rows `[len, V(+1)]` and final extended state `[K', V(+1)]` of one
+/// (sequence, head).
+pub(crate) type RawHead = (Vec<f32>, Vec<f32>);
+
 /// Runs every (sequence, head) raw through the chunked kernel that fits the gates.
-/// Returns raw outputs `[len, V(+1)]` and final extended states `[K', V(+1)]` per
-/// (sequence, head), sequence-major.
-/// `p` must have been checked for non-finite q, k, v (`Problem::new` does).
-pub(crate) fn run_raw_heads(p: &Problem) -> Vec<(Vec<f32>, Vec<f32>)> {
+/// Returns raw outputs and final extended states per (sequence, head),
+/// sequence-major. `p` must have been checked for non-finite q, k, v (`Problem::new`
+/// does).
+pub(crate) fn run_raw_heads(p: &Problem) -> Vec<RawHead> {
     assert!(p.qkv_checked, "run_raw_heads needs a problem whose inputs were checked");
     run_raw_heads_with(p, Isa::detect()).0
 }
 
 /// [`run_raw_heads`] on `isa`; also says whether the kernels saw only finite inputs.
-fn run_raw_heads_with(p: &Problem, isa: Isa) -> (Vec<(Vec<f32>, Vec<f32>)>, bool) {
+fn run_raw_heads_with(p: &Problem, isa: Isa) -> (Vec<RawHead>, bool) {
     let vx = p.value_width();
-    let per_task: Vec<(Vec<(Vec<f32>, Vec<f32>)>, bool)> = tasks(p, isa)
+    let per_task: Vec<(Vec<RawHead>, bool)> = tasks(p, isa)
         .par_iter()
         .map_init(Scratch::default, |scratch, &task| {
             let rows = task.span.len();

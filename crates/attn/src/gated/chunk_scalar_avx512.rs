@@ -263,6 +263,10 @@ fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn load_prefix(src: &[f32]) -> __m512 {
+    if let Ok(whole) = <&[f32; 16]>::try_from(src) {
+        // SAFETY: `whole` is 16 floats.
+        return unsafe { _mm512_loadu_ps(whole.as_ptr()) };
+    }
     assert!(src.len() <= 16);
     let mask = ((1u32 << src.len()) - 1) as __mmask16;
     // SAFETY: the mask enables exactly `src.len()` lanes, all inside `src`; masked-off
@@ -537,6 +541,11 @@ impl StateTile<'_> {
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn store_prefix(dst: &mut [f32], x: __m512) {
+    if let Ok(whole) = <&mut [f32; 16]>::try_from(&mut *dst) {
+        // SAFETY: `whole` is 16 floats.
+        unsafe { _mm512_storeu_ps(whole.as_mut_ptr(), x) };
+        return;
+    }
     assert!(dst.len() <= 16);
     let mask = ((1u32 << dst.len()) - 1) as __mmask16;
     // SAFETY: the mask enables exactly `dst.len()` lanes, all inside `dst`; masked-off

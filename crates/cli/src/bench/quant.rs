@@ -24,6 +24,9 @@ pub struct Args {
     /// Weight shapes as OUTxIN.
     #[arg(long, value_delimiter = ',', default_value = "4096x4096,14336x4096")]
     shapes: Vec<String>,
+    /// CPU kernel: scalar, avx2 or avx512 (default: the fastest this CPU supports).
+    #[arg(long)]
+    kernel: Option<String>,
     /// Batch sizes (1 = matvec).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     batch: Vec<usize>,
@@ -45,7 +48,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     let bandwidth = membw::read_bandwidth_gbps(5);
     report::emit(&json!({ "op": "memory_read", "device": "cpu", "gbps": bandwidth }));
-    let kernel = CpuKernel::detect();
+    let kernel = match &args.kernel {
+        Some(name) => CpuKernel::parse(name)?,
+        None => CpuKernel::detect(),
+    };
     let mut records = Vec::new();
     for shape in &args.shapes {
         let (rows, cols) = parse_shape(shape)?;

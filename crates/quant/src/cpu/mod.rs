@@ -1,8 +1,8 @@
 //! CPU fused dequantize-matmul: `y = x W^T` with `W [rows, cols]` quantized row-wise.
 //!
 //! - Decode (matvec, one activation row): rayon over chunks of output rows; each row is
-//!   one fused dot product that never materializes the row (AVX2+FMA kernels, or the
-//!   scalar fallback). Two precisions:
+//!   one fused dot product that never materializes the row (AVX-512 or AVX2+FMA
+//!   kernels, or the scalar fallback). Two precisions:
 //!   - [`ggml_matvec_into`]: f32 activations, quantized bytes widened to f32 in
 //!     registers (exact up to f32 summation order);
 //!   - [`ggml_matvec_q8_into`] (Q8_0, Q4_0, Q4_K; what `QuantizedWeight::matvec_into`
@@ -10,7 +10,8 @@
 //!     scheme), integer dot products, one f32 scale per block. Added error per output
 //!     `<= sum_j |w_j| d_x(j) / 2` (see [`q8`]).
 //! - bitsandbytes NF4/FP4 decode: [`fourbit_matvec_into`], nibbles looked up in the
-//!   16-entry code table in registers, scaled by the block absmax, f32 FMA with `x`.
+//!   16-entry code table in registers, scaled by the block absmax, f32 FMA with `x`
+//!   (exact up to f32 summation order).
 //! - Prefill (matrix-matrix, `m` activation rows): rayon over chunks of weight rows;
 //!   each weight row is dequantized once into a thread-local f32 buffer and dotted
 //!   with all `m` activation rows (SIMD f32 dot), so decode cost is amortized over `m`.
@@ -19,12 +20,20 @@
 //!
 //! Kernel choice is explicit ([`CpuKernel`]) so tests compare every SIMD path against
 //! the scalar one; [`CpuKernel::detect`] picks the best available at run time
-//! (`is_x86_feature_detected!`). AVX-512 machines use the AVX2 path (no AVX-512
-//! kernels yet). Accumulation is f32 throughout.
+//! (`is_x86_feature_detected!`): Avx512, else Avx2Fma, else Scalar. The AVX-512 kernels
+//! (`x86_512`, `x86_512_fourbit`) cover the decode hot paths: the 8-bit-activation
+//! Q8_0/Q4_0/Q4_K matvec and the NF4/FP4 matvec; every other product of
+//! `CpuKernel::Avx512` runs the AVX2 kernels (`x86`), whose features it also requires.
+//! The SIMD results equal the scalar ones up to f32 summation order (the integer block
+//! sums are exact in every kernel). Accumulation is f32 throughout.
 
 pub mod q8;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_512;
+#[cfg(target_arch = "x86_64")]
+mod x86_512_fourbit;
 
 use std::borrow::Cow;
 
@@ -42,34 +51,61 @@ pub enum CpuKernel {
     Scalar,
     /// x86_64 AVX2 + FMA (+ F16C) intrinsics.
     Avx2Fma,
+    /// x86_64 AVX-512 (F, BW, VL, VNNI, VBMI) kernels for the decode matvecs (Q8_0, Q4_0,
+    /// Q4_K with 8-bit activations; NF4/FP4); every other product runs the AVX2 + FMA
+    /// kernels, whose features this variant also requires.
+    Avx512,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    has_avx2_fma()
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512vbmi")
 }
 
 impl CpuKernel {
-    /// The fastest kernel this CPU supports.
+    /// The fastest kernel this CPU supports: Avx512, else Avx2Fma, else Scalar.
     pub fn detect() -> CpuKernel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-            {
-                return CpuKernel::Avx2Fma;
-            }
-        }
-        CpuKernel::Scalar
+        [CpuKernel::Avx512, CpuKernel::Avx2Fma].into_iter().find(|k| k.is_available()).unwrap_or(CpuKernel::Scalar)
     }
 
-    /// Whether this kernel can run on this CPU.
+    /// Whether this kernel can run on this CPU (`is_x86_feature_detected!`).
     pub fn is_available(self) -> bool {
         match self {
             CpuKernel::Scalar => true,
-            CpuKernel::Avx2Fma => CpuKernel::detect() == CpuKernel::Avx2Fma,
+            #[cfg(target_arch = "x86_64")]
+            CpuKernel::Avx2Fma => has_avx2_fma(),
+            #[cfg(target_arch = "x86_64")]
+            CpuKernel::Avx512 => has_avx512(),
+            #[cfg(not(target_arch = "x86_64"))]
+            CpuKernel::Avx2Fma | CpuKernel::Avx512 => false,
         }
     }
 
     /// All kernels this CPU can run (for tests and benchmarks).
     pub fn available() -> Vec<CpuKernel> {
-        [CpuKernel::Scalar, CpuKernel::Avx2Fma].into_iter().filter(|k| k.is_available()).collect()
+        [CpuKernel::Scalar, CpuKernel::Avx2Fma, CpuKernel::Avx512].into_iter().filter(|k| k.is_available()).collect()
+    }
+
+    /// Parses `scalar`, `avx2` or `avx512` (case-insensitive).
+    pub fn parse(name: &str) -> Result<CpuKernel> {
+        match name.to_ascii_lowercase().as_str() {
+            "scalar" => Ok(CpuKernel::Scalar),
+            "avx2" | "avx2fma" => Ok(CpuKernel::Avx2Fma),
+            "avx512" => Ok(CpuKernel::Avx512),
+            _ => Err(Error::invalid(format!("unknown CPU kernel `{name}`: expected scalar, avx2 or avx512"))),
+        }
     }
 
     fn checked(self) -> Result<CpuKernel> {
@@ -86,9 +122,9 @@ impl CpuKernel {
 pub(crate) fn dot_f32(kernel: CpuKernel, a: &[f32], b: &[f32]) -> f32 {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `CpuKernel::Avx2Fma` is only constructed for use after `checked()` /
-        // `detect()` confirmed avx2 and fma on this CPU.
-        CpuKernel::Avx2Fma => unsafe { x86::dot_f32(a, b) },
+        // SAFETY: the SIMD kernels are only used after `checked()` / `detect()` confirmed
+        // their features; Avx512 requires avx2 + fma + f16c as well.
+        CpuKernel::Avx2Fma | CpuKernel::Avx512 => unsafe { x86::dot_f32(a, b) },
         _ => a.iter().zip(b).fold(0.0f32, |s, (x, y)| s + x * y),
     }
 }
@@ -99,9 +135,10 @@ pub(crate) fn dot_f32(kernel: CpuKernel, a: &[f32], b: &[f32]) -> f32 {
 pub(crate) fn ggml_row_dot(kernel: CpuKernel, format: GgmlFormat, row: &[u8], x: &[f32]) -> f32 {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `dot_f32`: the Avx2Fma kernel exists only after feature
-        // detection confirmed avx2 + fma. Slices are bounds-checked inside.
-        CpuKernel::Avx2Fma => unsafe {
+        // SAFETY: as in `dot_f32`: both SIMD kernels are used only after feature detection
+        // confirmed avx2 + fma + f16c (no AVX-512 f32 kernels). Slices are bounds-checked
+        // inside.
+        CpuKernel::Avx2Fma | CpuKernel::Avx512 => unsafe {
             match format {
                 GgmlFormat::Q8_0 => x86::row_dot_q8_0(row, x),
                 GgmlFormat::Q4_0 => x86::row_dot_q4_0(row, x),
@@ -163,14 +200,7 @@ pub fn ggml_matvec_into(
     let kernel = kernel.checked()?;
     let rb = format.row_bytes(cols)?;
     check_dims("ggml matvec", weight.len(), rb, rows, x.len(), cols, 1, y.len())?;
-    let chunk = rows_per_task(rb, rows);
-    y.par_chunks_mut(chunk).enumerate().for_each(|(ci, yc)| {
-        let base = ci * chunk;
-        for (i, yv) in yc.iter_mut().enumerate() {
-            let r = base + i;
-            *yv = ggml_row_dot(kernel, format, &weight[r * rb..(r + 1) * rb], x);
-        }
-    });
+    for_each_row(y, rb, |r| ggml_row_dot(kernel, format, &weight[r * rb..(r + 1) * rb], x));
     Ok(())
 }
 
@@ -178,7 +208,8 @@ pub fn ggml_matvec_into(
 /// quantized once per call to Q8 blocks (32 elements for Q8_0/Q4_0, 256 for Q4_K) and
 /// every row is an integer dot product scaled once per block. Q6_K has no integer
 /// kernel and takes the f32 path ([`ggml_matvec_into`]). Allocates only the quantized
-/// copy of `x` (`cols` bytes plus scales).
+/// copy of `x` (`cols` bytes plus scales; the AVX-512 kernels lay out a second copy with
+/// per-lane scales and offsets, about `3 * cols` more bytes).
 pub fn ggml_matvec_q8_into(
     kernel: CpuKernel,
     format: GgmlFormat,
@@ -195,15 +226,37 @@ pub fn ggml_matvec_q8_into(
     let rb = format.row_bytes(cols)?;
     check_dims("ggml matvec", weight.len(), rb, rows, x.len(), cols, 1, y.len())?;
     let acts = Q8Acts::quantize(x, Q8Acts::block_for(format));
-    let chunk = rows_per_task(rb, rows);
+    #[cfg(target_arch = "x86_64")]
+    if kernel == CpuKernel::Avx512 {
+        let lanes = x86_512::Q8Lanes::new(format, &acts);
+        for_each_row(y, rb, |r| {
+            let row = &weight[r * rb..(r + 1) * rb];
+            // SAFETY: Avx512 is used only after feature detection confirmed the AVX-512
+            // subsets these kernels enable. Slices are bounds-checked inside.
+            unsafe {
+                match format {
+                    GgmlFormat::Q8_0 => x86_512::row_dot_q8_0(row, &lanes),
+                    GgmlFormat::Q4_0 => x86_512::row_dot_q4_0(row, &lanes),
+                    GgmlFormat::Q4K => x86_512::row_dot_q4_k(row, &lanes),
+                    GgmlFormat::Q6K => unreachable!("Q6_K takes the f32 path"),
+                }
+            }
+        });
+        return Ok(());
+    }
+    for_each_row(y, rb, |r| ggml_row_dot_q8(kernel, format, &weight[r * rb..(r + 1) * rb], &acts));
+    Ok(())
+}
+
+/// Matvec driver: `y[r] = row_dot(r)` for every row, rayon over chunks of rows sized by
+/// [`rows_per_task`] (`row_bytes` bytes of weight per row).
+fn for_each_row(y: &mut [f32], row_bytes: usize, row_dot: impl Fn(usize) -> f32 + Sync) {
+    let chunk = rows_per_task(row_bytes, y.len());
     y.par_chunks_mut(chunk).enumerate().for_each(|(ci, yc)| {
-        let base = ci * chunk;
         for (i, yv) in yc.iter_mut().enumerate() {
-            let r = base + i;
-            *yv = ggml_row_dot_q8(kernel, format, &weight[r * rb..(r + 1) * rb], &acts);
+            *yv = row_dot(ci * chunk + i);
         }
     });
-    Ok(())
 }
 
 /// Integer dot of one ggml row (Q8_0, Q4_0, Q4_K) with quantized activations.
@@ -211,9 +264,10 @@ pub fn ggml_matvec_q8_into(
 pub(crate) fn ggml_row_dot_q8(kernel: CpuKernel, format: GgmlFormat, row: &[u8], a: &Q8Acts) -> f32 {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the Avx2Fma kernel exists only after feature detection confirmed
-        // avx2, fma and f16c. Slices are bounds-checked inside.
-        CpuKernel::Avx2Fma => unsafe {
+        // SAFETY: both SIMD kernels are used only after feature detection confirmed avx2,
+        // fma and f16c (`ggml_matvec_q8_into` sends Avx512 rows to `x86_512` instead).
+        // Slices are bounds-checked inside.
+        CpuKernel::Avx2Fma | CpuKernel::Avx512 => unsafe {
             match format {
                 GgmlFormat::Q8_0 => x86::row_dot_q8_0_i8(row, &a.qs, &a.d),
                 GgmlFormat::Q4_0 => x86::row_dot_q4_0_i8(row, &a.qs, &a.d),
@@ -242,8 +296,8 @@ fn fourbit_row_dot_scalar(packed: &[u8], absmax: &[f32], code: &[f32; 16], bs: u
 /// Decode matvec `y = W x` for a bitsandbytes NF4/FP4 weight `[rows, cols]`: nibbles
 /// are looked up in the code table in registers, each block's partial dot is scaled
 /// by its absmax. Needs rows made of whole blocks (`cols % blocksize == 0`); other
-/// shapes run the row-decode driver. Allocates nothing for f32 absmax (double-quantized
-/// absmax is resolved once per call).
+/// shapes run the row-decode driver. Allocates nothing per row: double-quantized absmax
+/// is resolved once per call, and the AVX-512 kernel regroups `x` once per call.
 pub fn fourbit_matvec_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &mut [f32]) -> Result<()> {
     let kernel = kernel.checked()?;
     w.validate()?;
@@ -265,20 +319,30 @@ pub fn fourbit_matvec_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &
     }
     let packed = w.packed.as_slice();
     let (rb, nb) = (cols / 2, cols / bs);
-    let chunk = rows_per_task(rb, rows);
-    y.par_chunks_mut(chunk).enumerate().for_each(|(ci, yc)| {
-        for (i, yv) in yc.iter_mut().enumerate() {
-            let r = ci * chunk + i;
-            let (p, a) = (&packed[r * rb..(r + 1) * rb], &absmax[r * nb..(r + 1) * nb]);
-            *yv = match kernel {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: Avx2Fma exists only after avx2 + fma detection; slices are
-                // bounds-checked inside.
-                CpuKernel::Avx2Fma => unsafe { x86::fourbit_row_dot(p, a, &w.code, bs, x) },
-                _ => fourbit_row_dot_scalar(p, a, &w.code, bs, x),
-            };
+    let row = |r: usize| (&packed[r * rb..(r + 1) * rb], &absmax[r * nb..(r + 1) * nb]);
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        CpuKernel::Avx512 => {
+            let lanes = x86_512_fourbit::FourBitLanes::new(x, bs);
+            for_each_row(y, rb, |r| {
+                let (p, a) = row(r);
+                // SAFETY: Avx512 is used only after avx512f (and more) was detected; slices
+                // are bounds-checked inside.
+                unsafe { x86_512_fourbit::fourbit_row_dot(p, a, &w.code, &lanes) }
+            })
         }
-    });
+        #[cfg(target_arch = "x86_64")]
+        CpuKernel::Avx2Fma => for_each_row(y, rb, |r| {
+            let (p, a) = row(r);
+            // SAFETY: Avx2Fma is used only after avx2 + fma detection; slices are
+            // bounds-checked inside.
+            unsafe { x86::fourbit_row_dot(p, a, &w.code, bs, x) }
+        }),
+        _ => for_each_row(y, rb, |r| {
+            let (p, a) = row(r);
+            fourbit_row_dot_scalar(p, a, &w.code, bs, x)
+        }),
+    }
     Ok(())
 }
 
@@ -369,106 +433,6 @@ pub fn reference_matmul(w: &[f32], rows: usize, cols: usize, x: &[f32], m: usize
     }
     y
 }
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bnb::FourBitKind;
-
-    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// Every kernel of the 8-bit-activation path against the scalar path (same integer
-    /// sums, f32 combination order only) and against the f32 reference within the
-    /// documented bound `sum_j |w_j| d_x(j) / 2` (plus f32 rounding).
-    #[test]
-    fn q8_matvec_matches_scalar_and_reference_within_bound() {
-        let (rows, cols) = (37, 768);
-        let w = rand_vec(rows * cols, 21);
-        let mut x = rand_vec(cols, 22);
-        x[5] = 7.5; // one large activation widens its block's step
-        for fmt in GgmlFormat::ALL {
-            let bytes = crate::ggml::quantize(fmt, &w).unwrap();
-            let deq = crate::ggml::dequantize(fmt, &bytes).unwrap();
-            let reference = reference_matmul(&deq, rows, cols, &x, 1);
-            let acts = Q8Acts::quantize(&x, Q8Acts::block_for(fmt));
-            let mut scalar = vec![0.0; rows];
-            ggml_matvec_q8_into(CpuKernel::Scalar, fmt, &bytes, rows, cols, &x, &mut scalar).unwrap();
-            for kernel in CpuKernel::available() {
-                let mut y = vec![0.0; rows];
-                ggml_matvec_q8_into(kernel, fmt, &bytes, rows, cols, &x, &mut y).unwrap();
-                for r in 0..rows {
-                    let wr = &deq[r * cols..(r + 1) * cols];
-                    let abs_dot: f32 = wr.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
-                    let bound: f32 = if fmt == GgmlFormat::Q6K {
-                        0.0
-                    } else {
-                        wr.iter().enumerate().map(|(j, v)| v.abs() * acts.d[j / acts.block] / 2.0).sum()
-                    };
-                    let tol = 1e-5 * abs_dot + 1e-6;
-                    assert!(
-                        (y[r] - scalar[r]).abs() <= tol,
-                        "{fmt} {kernel:?} row {r}: {} vs scalar {}",
-                        y[r],
-                        scalar[r]
-                    );
-                    let err = (y[r] - reference[r]).abs();
-                    assert!(err <= bound + tol, "{fmt} {kernel:?} row {r}: err {err} > bound {bound}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn q8_matvec_rejects_bad_dims() {
-        let bytes = crate::ggml::quantize(GgmlFormat::Q4_0, &rand_vec(4 * 64, 1)).unwrap();
-        let mut y = vec![0.0; 4];
-        assert!(ggml_matvec_q8_into(CpuKernel::Scalar, GgmlFormat::Q4_0, &bytes, 4, 64, &[0.0; 63], &mut y).is_err());
-        assert!(ggml_matvec_q8_into(CpuKernel::Scalar, GgmlFormat::Q4_0, &bytes, 4, 48, &[0.0; 48], &mut y).is_err());
-        let mut short = vec![0.0; 3];
-        assert!(
-            ggml_matvec_q8_into(CpuKernel::Scalar, GgmlFormat::Q4_0, &bytes, 4, 64, &[0.0; 64], &mut short).is_err()
-        );
-    }
-
-    /// NF4/FP4 matvec: SIMD against scalar and both against the f32 reference on the
-    /// dequantized weight, for several block sizes, double-quantized absmax, and a
-    /// shape whose rows cut blocks (row-decode fallback).
-    #[test]
-    fn fourbit_matvec_matches_scalar_and_reference() {
-        for (kind, rows, cols, bs, dq) in [
-            (FourBitKind::Nf4, 19, 256, 64, false),
-            (FourBitKind::Fp4, 19, 256, 64, false),
-            (FourBitKind::Nf4, 7, 512, 32, true),
-            (FourBitKind::Nf4, 5, 512, 256, false),
-            (FourBitKind::Fp4, 6, 96, 64, false),
-            (FourBitKind::Nf4, 3, 33, 64, false),
-        ] {
-            let w = rand_vec(rows * cols, 7 + cols as u64);
-            let x = rand_vec(cols, 8);
-            let q = FourBitWeight::quantize(&w, [rows, cols], kind, bs, dq).unwrap();
-            let reference = reference_matmul(&q.dequantize_f32().unwrap(), rows, cols, &x, 1);
-            let mut scalar = vec![0.0; rows];
-            fourbit_matvec_into(CpuKernel::Scalar, &q, &x, &mut scalar).unwrap();
-            for kernel in CpuKernel::available() {
-                let mut y = vec![0.0; rows];
-                fourbit_matvec_into(kernel, &q, &x, &mut y).unwrap();
-                for r in 0..rows {
-                    let tol = 1e-5 * (1.0 + reference[r].abs()) * (cols as f32).sqrt();
-                    assert!((y[r] - scalar[r]).abs() <= tol, "{kind:?} bs {bs} {kernel:?} row {r} vs scalar");
-                    assert!((y[r] - reference[r]).abs() <= tol, "{kind:?} bs {bs} {kernel:?} row {r} vs reference");
-                }
-            }
-            let mut bad = vec![0.0; rows + 1];
-            assert!(fourbit_matvec_into(CpuKernel::Scalar, &q, &x, &mut bad).is_err());
-        }
-    }
-}
+mod tests;

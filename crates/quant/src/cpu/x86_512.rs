@@ -1,0 +1,354 @@
+//! AVX-512 integer decode kernels (x86_64): ggml Q8_0, Q4_0 and Q4_K rows against 8-bit
+//! activations, selected at run time as [`super::CpuKernel::Avx512`].
+//!
+//! Numerics are those of the AVX2 and scalar paths ([`super::q8`], llama.cpp's scheme):
+//! every 32-element block's integer dot product is exact in i32 and scaled once in f32,
+//! so the result differs from the scalar path only by the order of the f32 combination.
+//!
+//! Layout and instructions:
+//! - [`Q8Lanes`] re-lays the quantized activations once per matvec so the per-row loop
+//!   needs only full-width loads: codes in the order the weight bytes come out of the
+//!   kernel's loads, `d_x` repeated over each block's i32 lanes, and one i32 offset per
+//!   lane (below). For Q4_K the codes are permuted within each super-block to the order
+//!   in which a 64-byte load yields the nibbles (sub-blocks 0,2,1,3,4,6,5,7).
+//! - `vpdpbusd` multiplies unsigned weight bytes with signed activation codes, 4 products
+//!   per i32 lane. Q8_0 weights are biased by +128 (`w ^ 0x80`); Q4_0 nibbles are used as
+//!   stored (`0..=15`, the format's `-8` omitted). Each lane starts from `-bias` times
+//!   the sum of the codes it multiplies (precomputed), so every lane holds the exact
+//!   signed partial dot product, as the AVX2 `vpmaddwd` lanes do: no large biased terms
+//!   that would only cancel across lanes in f32.
+//! - Q8_0: one step = two blocks (8 lanes each): codes from two 32-byte loads, the two
+//!   f16 scales spread over their lanes with one `vpermb` and `vcvtph2ps`.
+//! - Q4_0: one step = four blocks (72 bytes, 4 lanes each): `vpermi2b` gathers the four
+//!   16-byte nibble runs into one register, low and high nibbles go to two `vpdpbusd`
+//!   against the matching codes (elements 0..16 and 16..32 of each block).
+//! - Q4_K: `vpmaddubsw` (nibble x code, pair sums `<= 2 * 15 * 127`) then `vpdpwssd`
+//!   with the 6-bit sub-block scales as i16 lanes gives `sum_j sc_j * dot_j` in i32;
+//!   the mins term `sum_j m_j * bsum_j` is a `vpmaddwd` on 8 i16 lanes.
+//!
+//! Every function here requires avx512f, avx512bw, avx512vl, avx512vnni and avx512vbmi
+//! (checked by `CpuKernel`); loads that could run past a row end are masked (masked-out
+//! bytes are neither read nor faulted on).
+
+use std::arch::x86_64::*;
+
+use super::q8::Q8Acts;
+use crate::ggml::GgmlFormat;
+
+/// Bytes per Q8_0 / Q4_0 block.
+const Q8_0_BYTES: usize = 34;
+const Q4_0_BYTES: usize = 18;
+/// Bytes per Q4_K super-block.
+const Q4_K_BYTES: usize = 144;
+
+/// Activations of one matvec laid out for the AVX-512 kernels of one weight format.
+#[derive(Clone, Debug)]
+pub(crate) struct Q8Lanes {
+    /// Codes; Q4_K: permuted per super-block (sub-blocks 0,2,1,3,4,6,5,7). Q8_0 / Q4_0:
+    /// zero-padded to whole steps (block pairs / quads) and ordered like the weights.
+    codes: Vec<i8>,
+    /// Q8_0 / Q4_0: `d_x` of each 32-block repeated over its lanes (8 / 4; zero-padded
+    /// like `codes`). Q4_K: `d_x` per super-block.
+    scales: Vec<f32>,
+    /// Q8_0 / Q4_0: one i32 per lane: `-bias` times the sum of the codes the lane covers.
+    offsets: Vec<i32>,
+    /// Q4_K: code sums per 32 elements as i16 (`|bsum| <= 32 * 127`).
+    bsums: Vec<i16>,
+}
+
+impl Q8Lanes {
+    /// Lays out `acts` (quantized with `Q8Acts::block_for(format)`) for `format`.
+    pub(crate) fn new(format: GgmlFormat, acts: &Q8Acts) -> Q8Lanes {
+        match format {
+            GgmlFormat::Q4K => {
+                let mut codes = Vec::with_capacity(acts.qs.len());
+                for sb in acts.qs.chunks_exact(256) {
+                    for sub in [0, 2, 1, 3, 4, 6, 5, 7] {
+                        codes.extend_from_slice(&sb[32 * sub..32 * sub + 32]);
+                    }
+                }
+                let bsums = acts.bsums.iter().map(|&s| s as i16).collect();
+                Q8Lanes { codes, scales: acts.d.clone(), offsets: Vec::new(), bsums }
+            }
+            GgmlFormat::Q8_0 => Q8Lanes::per_block(acts, 2, 128, |codes, block| codes.extend_from_slice(block)),
+            GgmlFormat::Q4_0 => Q8Lanes::per_block(acts, 4, 8, |codes, quad| {
+                // Low-nibble codes (elements 0..16 of each block), then high (16..32).
+                for half in [0, 16] {
+                    for block in quad.chunks_exact(32) {
+                        codes.extend_from_slice(&block[half..half + 16]);
+                    }
+                }
+            }),
+            GgmlFormat::Q6K => unreachable!("Q6_K takes the f32 path"),
+        }
+    }
+
+    /// Q8_0 / Q4_0 lanes for `blocks_per_step` 32-blocks per 512-bit step (16 i32 lanes,
+    /// `16 / blocks_per_step` per block) with weight bias `bias`; `order_codes` appends
+    /// one step's codes (zero-padded to whole steps) in the kernel's order.
+    fn per_block(
+        acts: &Q8Acts,
+        blocks_per_step: usize,
+        bias: i32,
+        order_codes: impl Fn(&mut Vec<i8>, &[i8]),
+    ) -> Q8Lanes {
+        let lanes_per_block = 16 / blocks_per_step;
+        let padded_blocks = acts.d.len().div_ceil(blocks_per_step) * blocks_per_step;
+        let mut padded = acts.qs.clone();
+        padded.resize(padded_blocks * 32, 0);
+        let mut codes = Vec::with_capacity(padded.len());
+        for step in padded.chunks_exact(32 * blocks_per_step) {
+            order_codes(&mut codes, step);
+        }
+        let mut scales = vec![0.0f32; padded_blocks * lanes_per_block];
+        for (b, &d) in acts.d.iter().enumerate() {
+            scales[lanes_per_block * b..lanes_per_block * (b + 1)].fill(d);
+        }
+        // Lane `i` of a step sums codes `4i..4i+4` of each of the step's 64-byte code
+        // vectors; its offset cancels the bias on exactly those codes, so every lane holds
+        // the signed partial dot product (no large biased terms that cancel across lanes).
+        let step_bytes = 32 * blocks_per_step;
+        let offsets = (0..codes.len() / step_bytes * 16)
+            .map(|lane| {
+                let (step, i) = (lane / 16, lane % 16);
+                let sum: i32 = (0..step_bytes / 64)
+                    .flat_map(|v| &codes[step * step_bytes + 64 * v + 4 * i..][..4])
+                    .map(|&q| q as i32)
+                    .sum();
+                -bias * sum
+            })
+            .collect();
+        Q8Lanes { codes, scales, offsets, bsums: Vec::new() }
+    }
+}
+
+/// Loads a 64-byte table.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+fn load_table(t: &[u8; 64]) -> __m512i {
+    // SAFETY: `t` is exactly 64 bytes; unaligned load is allowed.
+    unsafe { _mm512_loadu_si512(t.as_ptr() as *const _) }
+}
+
+/// `vpermb` table spreading the f16 scales of the blocks of one step (block `b` at byte
+/// `stride * b`, `16 / lanes_per_block` blocks) over `lanes_per_block` f16 lanes each:
+/// output f16 lane `h` (bytes `2h, 2h+1`, `h < 16`) holds block `h / lanes_per_block`'s
+/// scale; bytes 32.. are unused.
+const fn scale_table(stride: usize, lanes_per_block: usize) -> [u8; 64] {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 32 {
+        t[i] = (stride * (i / 2 / lanes_per_block) + i % 2) as u8;
+        i += 1;
+    }
+    t
+}
+
+const Q8_0_SCALE_TABLE: [u8; 64] = scale_table(Q8_0_BYTES, 8);
+const Q4_0_SCALE_TABLE: [u8; 64] = scale_table(Q4_0_BYTES, 4);
+
+/// `vpermi2b` table gathering the 16 packed bytes of each of four Q4_0 blocks (bytes
+/// `18b + 2..18b + 18` of the 72-byte quad, sources 0..64 and 64..128) into 128-bit
+/// lane `b`.
+const Q4_0_NIBBLE_TABLE: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = (Q4_0_BYTES * (i / 16) + 2 + i % 16) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Integer lanes of step `p` times their scales, accumulated:
+/// `acc + f32(weight_scales) * act_scales[16p..16p+16] * f32(dot)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+fn scaled_add(acc: __m512, dot: __m512i, weight_scales_f16: __m512i, act_scales: &[f32], p: usize) -> __m512 {
+    let act = &act_scales[16 * p..16 * p + 16];
+    // SAFETY: `act` is a bounds-checked slice of exactly 16 f32; unaligned load is allowed.
+    let act = unsafe { _mm512_loadu_ps(act.as_ptr()) };
+    let scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(weight_scales_f16)), act);
+    _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), acc)
+}
+
+/// One Q8_0 block pair `p` of `row` (the second block may be missing at the row end).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+fn q8_0_pair(acc: __m512, row: &[u8], lanes: &Q8Lanes, p: usize) -> __m512 {
+    let at = 2 * Q8_0_BYTES * p;
+    assert!(at < row.len() && lanes.codes.len() >= 64 * (p + 1) && lanes.offsets.len() >= 16 * (p + 1));
+    let base = row[at..].as_ptr();
+    // SAFETY: a whole pair spans bytes `at..at+68` of `row` and the loads read
+    // `at+2..at+34`, `at+36..at+68` and `at..at+64`; a lone last block spans `at..at+34`
+    // and both loads are masked to it. 64 codes and 16 offsets at the pair's index are
+    // inside the lanes (asserted).
+    let (weights, raw, codes, start) = unsafe {
+        let (weights, raw) = if row.len() - at >= 2 * Q8_0_BYTES {
+            let lo = _mm256_loadu_si256(base.add(2) as *const __m256i);
+            let hi = _mm256_loadu_si256(base.add(Q8_0_BYTES + 2) as *const __m256i);
+            (_mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi), _mm512_loadu_si512(base as *const _))
+        } else {
+            // The missing second block reads as scale 0 (zero bytes), codes 0, offset 0.
+            (
+                _mm512_maskz_loadu_epi8(u32::MAX as u64, base.add(2) as *const i8),
+                _mm512_maskz_loadu_epi8((1u64 << Q8_0_BYTES) - 1, base as *const i8),
+            )
+        };
+        (
+            weights,
+            raw,
+            _mm512_loadu_si512(lanes.codes.as_ptr().add(64 * p) as *const _),
+            _mm512_loadu_si512(lanes.offsets.as_ptr().add(16 * p) as *const _),
+        )
+    };
+    let dot = _mm512_dpbusd_epi32(start, _mm512_xor_si512(weights, _mm512_set1_epi8(-128)), codes);
+    let weight_scales = _mm512_permutexvar_epi8(load_table(&Q8_0_SCALE_TABLE), raw);
+    scaled_add(acc, dot, weight_scales, &lanes.scales, p)
+}
+
+/// Q8_0 row (whole blocks) dot 8-bit activations laid out by [`Q8Lanes::new`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub fn row_dot_q8_0(row: &[u8], lanes: &Q8Lanes) -> f32 {
+    let blocks = row.len() / Q8_0_BYTES;
+    assert_eq!(row.len(), blocks * Q8_0_BYTES, "Q8_0 row of {} bytes is not whole blocks", row.len());
+    let pairs = blocks.div_ceil(2);
+    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for p in 0..pairs {
+        // Two accumulators in turn hide the FMA latency (one call site keeps it inlined).
+        acc0 = q8_0_pair(acc0, row, lanes, p);
+        std::mem::swap(&mut acc0, &mut acc1);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+}
+
+/// One Q4_0 quad `q` (blocks `4q..4q+4`, bytes `72q..72q+72`) of `row`; blocks past the
+/// row end read as zero bytes (scale 0).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+fn q4_0_quad(acc: __m512, row: &[u8], lanes: &Q8Lanes, q: usize) -> __m512 {
+    let at = 4 * Q4_0_BYTES * q;
+    assert!(at < row.len() && lanes.codes.len() >= 128 * (q + 1) && lanes.offsets.len() >= 16 * (q + 1));
+    let bytes_here = (row.len() - at).min(4 * Q4_0_BYTES);
+    let first_mask = u64::MAX >> (64 - bytes_here.min(64));
+    let second_mask = if bytes_here > 64 { u64::MAX >> (128 - bytes_here) } else { 0 };
+    let (lo_codes, hi_codes) = (&lanes.codes[128 * q..128 * q + 64], &lanes.codes[128 * q + 64..128 * q + 128]);
+    let start = &lanes.offsets[16 * q..16 * q + 16];
+    // SAFETY: both weight loads are masked to the `bytes_here` bytes of this quad that lie
+    // inside `row`; the other loads read bounds-checked slices of exactly 64 bytes.
+    let (first, second, lo_codes, hi_codes, start) = unsafe {
+        (
+            _mm512_maskz_loadu_epi8(first_mask, row.as_ptr().add(at) as *const i8),
+            _mm512_maskz_loadu_epi8(second_mask, row.as_ptr().wrapping_add(at + 64) as *const i8),
+            _mm512_loadu_si512(lo_codes.as_ptr() as *const _),
+            _mm512_loadu_si512(hi_codes.as_ptr() as *const _),
+            _mm512_loadu_si512(start.as_ptr() as *const _),
+        )
+    };
+    let packed = _mm512_permutex2var_epi8(first, load_table(&Q4_0_NIBBLE_TABLE), second);
+    let low4 = _mm512_set1_epi8(0x0F);
+    let lo = _mm512_and_si512(packed, low4);
+    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(packed), low4);
+    let dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, lo, lo_codes), hi, hi_codes);
+    let weight_scales = _mm512_permutexvar_epi8(load_table(&Q4_0_SCALE_TABLE), first);
+    scaled_add(acc, dot, weight_scales, &lanes.scales, q)
+}
+
+/// Q4_0 row (whole blocks) dot 8-bit activations laid out by [`Q8Lanes::new`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub fn row_dot_q4_0(row: &[u8], lanes: &Q8Lanes) -> f32 {
+    let blocks = row.len() / Q4_0_BYTES;
+    assert_eq!(row.len(), blocks * Q4_0_BYTES, "Q4_0 row of {} bytes is not whole blocks", row.len());
+    let quads = blocks.div_ceil(4);
+    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for q in 0..quads {
+        // Two accumulators in turn hide the FMA latency (one call site keeps it inlined).
+        acc0 = q4_0_quad(acc0, row, lanes, q);
+        std::mem::swap(&mut acc0, &mut acc1);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+}
+
+/// The 8 scales and 8 mins (6 bits each) of a Q4_K super-block from its 12 packed bytes,
+/// as little-endian byte vectors (sub-block `j` in byte `j`). See [`crate::ggml::q4_k`]:
+/// sub-blocks 0..4 take the low 6 bits of bytes 0..4 / 4..8; sub-blocks 4..8 take a
+/// nibble of bytes 8..12 and the top 2 bits of bytes 0..4 / 4..8 as bits 4..6.
+#[inline]
+fn q4_k_scales_mins(packed: &[u8]) -> (u64, u64) {
+    let word = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    let scales_lo = w0 & 0x3F3F_3F3F;
+    let mins_lo = w1 & 0x3F3F_3F3F;
+    let scales_hi = (w2 & 0x0F0F_0F0F) | ((w0 >> 2) & 0x3030_3030);
+    let mins_hi = ((w2 >> 4) & 0x0F0F_0F0F) | ((w1 >> 2) & 0x3030_3030);
+    (scales_lo as u64 | (scales_hi as u64) << 32, mins_lo as u64 | (mins_hi as u64) << 32)
+}
+
+/// For the `k`-th 64 nibbles of a Q4_K super-block (sub-blocks `(0,2), (1,3), (4,6),
+/// (5,7)`), i16 lanes 0..16 take the first sub-block's scale byte and lanes 16..32 the
+/// second's (high bytes are zeroed by the mask at use).
+const fn q4_k_scale_table(k: usize) -> [u8; 64] {
+    let (first, second) = [(0, 2), (1, 3), (4, 6), (5, 7)][k];
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = if i < 32 { first } else { second };
+        i += 1;
+    }
+    t
+}
+
+const Q4_K_SCALE_TABLES: [[u8; 64]; 4] =
+    [q4_k_scale_table(0), q4_k_scale_table(1), q4_k_scale_table(2), q4_k_scale_table(3)];
+
+/// Q4_K row (whole super-blocks) dot 8-bit activations laid out by [`Q8Lanes::new`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub fn row_dot_q4_k(row: &[u8], lanes: &Q8Lanes) -> f32 {
+    let supers = row.len() / Q4_K_BYTES;
+    assert!(
+        row.len() == supers * Q4_K_BYTES
+            && lanes.codes.len() >= 256 * supers
+            && lanes.scales.len() >= supers
+            && lanes.bsums.len() >= 8 * supers,
+        "Q4_K AVX-512 row of {} bytes does not match the activation lanes",
+        row.len()
+    );
+    let tables = Q4_K_SCALE_TABLES.map(|t| load_table(&t));
+    let low4 = _mm512_set1_epi8(0x0F);
+    let mut acc = _mm512_setzero_ps();
+    let mut min_acc = _mm_setzero_ps();
+    for (s, block) in row.chunks_exact(Q4_K_BYTES).enumerate() {
+        let (scales, mins) = q4_k_scales_mins(&block[4..16]);
+        let d_dmin_bits = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+        // [d * d_x, dmin * d_x, 0, 0]
+        let d_dmin = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin_bits as i32)), _mm_set1_ps(lanes.scales[s]));
+        let scale_bytes = _mm512_castsi128_si512(_mm_cvtsi64_si128(scales as i64));
+        // SAFETY: `block` is 144 bytes, so the two 64-byte loads at 16 and 80 are inside
+        // it; super-block `s < supers` owns codes `256s..256s+256` and bsums `8s..8s+8`
+        // (asserted above).
+        unsafe {
+            let q0 = _mm512_loadu_si512(block.as_ptr().add(16) as *const _);
+            let q1 = _mm512_loadu_si512(block.as_ptr().add(80) as *const _);
+            let nibbles = [
+                _mm512_and_si512(q0, low4),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q0), low4),
+                _mm512_and_si512(q1, low4),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q1), low4),
+            ];
+            let codes = lanes.codes.as_ptr().add(256 * s);
+            let mut isum = _mm512_setzero_si512();
+            for (k, (nib, table)) in nibbles.iter().zip(&tables).enumerate() {
+                let pairs = _mm512_maddubs_epi16(*nib, _mm512_loadu_si512(codes.add(64 * k) as *const _));
+                let sub_scales = _mm512_maskz_permutexvar_epi8(0x5555_5555_5555_5555, *table, scale_bytes);
+                isum = _mm512_dpwssd_epi32(isum, pairs, sub_scales);
+            }
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(_mm_cvtss_f32(d_dmin)), _mm512_cvtepi32_ps(isum), acc);
+            let bsums = _mm_loadu_si128(lanes.bsums.as_ptr().add(8 * s) as *const __m128i);
+            let min_dot = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64)), bsums);
+            min_acc = _mm_fmadd_ps(_mm_permute_ps::<0b0101_0101>(d_dmin), _mm_cvtepi32_ps(min_dot), min_acc);
+        }
+    }
+    let min_acc = _mm_add_ps(min_acc, _mm_movehl_ps(min_acc, min_acc));
+    let min_sum = _mm_cvtss_f32(_mm_add_ss(min_acc, _mm_movehdup_ps(min_acc)));
+    _mm512_reduce_add_ps(acc) - min_sum
+}

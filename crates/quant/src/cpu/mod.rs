@@ -28,6 +28,8 @@
 //! sums are exact in every kernel). Accumulation is f32 throughout.
 
 pub mod q8;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod q8_lanes;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
@@ -43,6 +45,8 @@ use rayon::prelude::*;
 use crate::bnb::FourBitWeight;
 use crate::ggml::GgmlFormat;
 use q8::Q8Acts;
+#[cfg(target_arch = "x86_64")]
+use q8_lanes::Q8Lanes;
 
 /// Which CPU kernel family computes a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -226,25 +230,42 @@ pub fn ggml_matvec_q8_into(
     let rb = format.row_bytes(cols)?;
     check_dims("ggml matvec", weight.len(), rb, rows, x.len(), cols, 1, y.len())?;
     let acts = Q8Acts::quantize(x, Q8Acts::block_for(format));
-    #[cfg(target_arch = "x86_64")]
-    if kernel == CpuKernel::Avx512 {
-        let lanes = x86_512::Q8Lanes::new(format, &acts);
-        for_each_row(y, rb, |r| {
-            let row = &weight[r * rb..(r + 1) * rb];
-            // SAFETY: Avx512 is used only after feature detection confirmed the AVX-512
-            // subsets these kernels enable. Slices are bounds-checked inside.
-            unsafe {
-                match format {
-                    GgmlFormat::Q8_0 => x86_512::row_dot_q8_0(row, &lanes),
-                    GgmlFormat::Q4_0 => x86_512::row_dot_q4_0(row, &lanes),
-                    GgmlFormat::Q4K => x86_512::row_dot_q4_k(row, &lanes),
-                    GgmlFormat::Q6K => unreachable!("Q6_K takes the f32 path"),
+    let row = |r: usize| &weight[r * rb..(r + 1) * rb];
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        CpuKernel::Avx512 => {
+            let lanes = Q8Lanes::for_avx512(format, &acts);
+            for_each_row(y, rb, |r| {
+                // SAFETY: Avx512 is used only after feature detection confirmed the AVX-512
+                // subsets these kernels enable. Slices are bounds-checked inside.
+                unsafe {
+                    match format {
+                        GgmlFormat::Q8_0 => x86_512::row_dot_q8_0(row(r), &lanes),
+                        GgmlFormat::Q4_0 => x86_512::row_dot_q4_0(row(r), &lanes),
+                        GgmlFormat::Q4K => x86_512::row_dot_q4_k(row(r), &lanes),
+                        GgmlFormat::Q6K => unreachable!("Q6_K takes the f32 path"),
+                    }
                 }
-            }
-        });
-        return Ok(());
+            })
+        }
+        #[cfg(target_arch = "x86_64")]
+        CpuKernel::Avx2Fma => {
+            let q4_0_lanes = (format == GgmlFormat::Q4_0).then(|| Q8Lanes::for_avx2_q4_0(&acts));
+            for_each_row(y, rb, |r| {
+                // SAFETY: Avx2Fma is used only after feature detection confirmed avx2, fma
+                // and f16c. Slices are bounds-checked inside.
+                unsafe {
+                    match (format, &q4_0_lanes) {
+                        (GgmlFormat::Q8_0, _) => x86::row_dot_q8_0_i8(row(r), &acts.qs, &acts.d),
+                        (GgmlFormat::Q4_0, Some(lanes)) => x86::row_dot_q4_0_i8(row(r), lanes),
+                        (GgmlFormat::Q4K, _) => x86::row_dot_q4_k_i8(row(r), &acts.qs, &acts.d, &acts.bsums),
+                        _ => unreachable!("Q6_K takes the f32 path; Q4_0 has lanes"),
+                    }
+                }
+            })
+        }
+        _ => for_each_row(y, rb, |r| q8::row_dot_scalar(format, row(r), &acts)),
     }
-    for_each_row(y, rb, |r| ggml_row_dot_q8(kernel, format, &weight[r * rb..(r + 1) * rb], &acts));
     Ok(())
 }
 
@@ -257,26 +278,6 @@ fn for_each_row(y: &mut [f32], row_bytes: usize, row_dot: impl Fn(usize) -> f32 
             *yv = row_dot(ci * chunk + i);
         }
     });
-}
-
-/// Integer dot of one ggml row (Q8_0, Q4_0, Q4_K) with quantized activations.
-#[inline]
-pub(crate) fn ggml_row_dot_q8(kernel: CpuKernel, format: GgmlFormat, row: &[u8], a: &Q8Acts) -> f32 {
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: both SIMD kernels are used only after feature detection confirmed avx2,
-        // fma and f16c (`ggml_matvec_q8_into` sends Avx512 rows to `x86_512` instead).
-        // Slices are bounds-checked inside.
-        CpuKernel::Avx2Fma | CpuKernel::Avx512 => unsafe {
-            match format {
-                GgmlFormat::Q8_0 => x86::row_dot_q8_0_i8(row, &a.qs, &a.d),
-                GgmlFormat::Q4_0 => x86::row_dot_q4_0_i8(row, &a.qs, &a.d),
-                GgmlFormat::Q4K => x86::row_dot_q4_k_i8(row, &a.qs, &a.d, &a.bsums),
-                GgmlFormat::Q6K => unreachable!("Q6_K takes the f32 path"),
-            }
-        },
-        _ => q8::row_dot_scalar(format, row, a),
-    }
 }
 
 /// Scalar dot of one bitsandbytes 4-bit row (whole blocks of `bs`) with f32 `x`.

@@ -11,8 +11,9 @@
 //! (dequantized values) moves by at most `sum_j |w_j| * d(j) / 2` where `d(j)` is the
 //! scale of the activation block holding element `j` (tested in `tests`).
 //!
-//! The scalar dots here define the result; the SIMD kernels in `x86` compute the same
-//! integer sums exactly and differ only in the order of the final f32 combination.
+//! The scalar dots here define the result; the SIMD kernels in `x86` and `x86_512`
+//! compute the same integer sums exactly and differ only in the order of the final f32
+//! combination.
 
 use half::f16;
 

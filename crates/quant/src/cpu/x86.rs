@@ -7,6 +7,10 @@
 //! - integer kernels (`row_dot_*_i8`): activations pre-quantized to 8 bits
 //!   ([`super::q8::Q8Acts`]); `vpmaddubsw` + `vpmaddwd` give exact i32 block sums,
 //!   scaled once per block in f32 (llama.cpp's Q4_0/Q8_0 x Q8_0, Q4_K x Q8_K scheme).
+//!   Q4_0 takes two blocks per 256-bit step against activations re-laid once per call
+//!   ([`Q8Lanes::for_avx2_q4_0`]): the stored nibbles go straight into `vpmaddubsw` and
+//!   per-lane offsets remove their `+8` bias, and the two f16 scales are converted
+//!   together, instead of per-block sign tricks and scalar scale conversions.
 //!
 //! Every function here requires the `avx2`, `fma` and `f16c` CPU features: callers
 //! check them first (see `CpuKernel`).
@@ -14,6 +18,8 @@
 use std::arch::x86_64::*;
 
 use half::f16;
+
+use super::q8_lanes::Q8Lanes;
 
 /// f16 bits to f32 with the F16C instruction (the `half` crate would check the CPU
 /// features on every call).
@@ -45,6 +51,15 @@ fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
+}
+
+/// Loads 8 i32 from `x[at..at+8]`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn load8_i32(x: &[i32], at: usize) -> __m256i {
+    let s = &x[at..at + 8];
+    // SAFETY: `s` is a bounds-checked slice of exactly 8 i32; unaligned load is allowed.
+    unsafe { _mm256_loadu_si256(s.as_ptr() as *const __m256i) }
 }
 
 /// Loads 8 f32 from `x[at..at+8]`.
@@ -260,32 +275,43 @@ pub fn row_dot_q8_0_i8(row: &[u8], qx: &[i8], dx: &[f32]) -> f32 {
     hsum(_mm256_add_ps(acc0, acc1))
 }
 
-/// 16 packed Q4_0 bytes to 32 signed bytes `nibble - 8` in element order.
+/// One Q4_0 step `p` (blocks `2p`, `2p + 1`; bytes `36p..36p+36`) of `row` against
+/// [`Q8Lanes::for_avx2_q4_0`] lanes; a missing second block reads as zero bytes.
+/// `vpmaddubsw` on the stored nibbles (`<= 15`) and the codes gives pair sums `<= 3810`,
+/// so low + high stays inside i16; `vpmaddwd` with ones widens to 8 i32 lanes (4 per
+/// block), and the lane offsets remove the `+8` nibble bias lane by lane.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-fn q4_0_bytes(b: &[u8], at: usize) -> __m256i {
-    let q = load16(b, at);
-    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(q), q);
-    _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8))
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_0_step(acc: __m256, row: &[u8], lanes: &Q8Lanes, p: usize) -> __m256 {
+    const BLOCK: usize = 18;
+    let at = 2 * BLOCK * p;
+    let second = row.len() >= at + 2 * BLOCK;
+    let packed =
+        _mm256_set_m128i(if second { load16(row, at + BLOCK + 2) } else { _mm_setzero_si128() }, load16(row, at + 2));
+    let low4 = _mm256_set1_epi8(0x0F);
+    let lo = _mm256_and_si256(packed, low4);
+    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4);
+    let pairs = _mm256_add_epi16(
+        _mm256_maddubs_epi16(lo, load32(&lanes.codes, 64 * p)),
+        _mm256_maddubs_epi16(hi, load32(&lanes.codes, 64 * p + 32)),
+    );
+    let dot = _mm256_add_epi32(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)), load8_i32(&lanes.offsets, 8 * p));
+    let d0 = u16::from_le_bytes([row[at], row[at + 1]]) as i32;
+    let d1 = if second { u16::from_le_bytes([row[at + BLOCK], row[at + BLOCK + 1]]) as i32 } else { 0 };
+    let both = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(d0 | (d1 << 16))));
+    let spread = _mm256_permutevar8x32_ps(both, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+    let scale = _mm256_mul_ps(spread, load8(&lanes.scales, 8 * p));
+    _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc)
 }
 
-/// Q4_0 row dot 8-bit activations in blocks of 32.
+/// Q4_0 row dot 8-bit activations laid out by [`Q8Lanes::for_avx2_q4_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn row_dot_q4_0_i8(row: &[u8], qx: &[i8], dx: &[f32]) -> f32 {
+pub fn row_dot_q4_0_i8(row: &[u8], lanes: &Q8Lanes) -> f32 {
     let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut blocks = row.chunks_exact(36);
-    for (pi, b) in (&mut blocks).enumerate() {
-        let (i0, i1) = (2 * pi, 2 * pi + 1);
-        let s0 = mul_sum_i8_pairs(q4_0_bytes(b, 2), load32(qx, 32 * i0));
-        let s1 = mul_sum_i8_pairs(q4_0_bytes(b, 20), load32(qx, 32 * i1));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b, 0) * dx[i0]), _mm256_cvtepi32_ps(s0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b, 18) * dx[i1]), _mm256_cvtepi32_ps(s1), acc1);
-    }
-    let rem = blocks.remainder();
-    if rem.len() == 18 {
-        let i = row.len() / 18 - 1;
-        let s = mul_sum_i8_pairs(q4_0_bytes(rem, 2), load32(qx, 32 * i));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(rem, 0) * dx[i]), _mm256_cvtepi32_ps(s), acc0);
+    for p in 0..row.len().div_ceil(36) {
+        // Two accumulators in turn hide the FMA latency (one call site keeps it inlined).
+        acc0 = q4_0_step(acc0, row, lanes, p);
+        std::mem::swap(&mut acc0, &mut acc1);
     }
     hsum(_mm256_add_ps(acc0, acc1))
 }

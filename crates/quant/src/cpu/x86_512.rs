@@ -6,11 +6,11 @@
 //! so the result differs from the scalar path only by the order of the f32 combination.
 //!
 //! Layout and instructions:
-//! - [`Q8Lanes`] re-lays the quantized activations once per matvec so the per-row loop
-//!   needs only full-width loads: codes in the order the weight bytes come out of the
-//!   kernel's loads, `d_x` repeated over each block's i32 lanes, and one i32 offset per
-//!   lane (below). For Q4_K the codes are permuted within each super-block to the order
-//!   in which a 64-byte load yields the nibbles (sub-blocks 0,2,1,3,4,6,5,7).
+//! - [`Q8Lanes::for_avx512`] re-lays the quantized activations once per matvec so the
+//!   per-row loop needs only full-width loads: codes in the order the weight bytes come
+//!   out of the kernel's loads, `d_x` repeated over each block's i32 lanes, and one i32
+//!   offset per lane (below). For Q4_K the codes are permuted within each super-block to
+//!   the order in which a 64-byte load yields the nibbles (sub-blocks 0,2,1,3,4,6,5,7).
 //! - `vpdpbusd` multiplies unsigned weight bytes with signed activation codes, 4 products
 //!   per i32 lane. Q8_0 weights are biased by +128 (`w ^ 0x80`); Q4_0 nibbles are used as
 //!   stored (`0..=15`, the format's `-8` omitted). Each lane starts from `-bias` times
@@ -32,95 +32,13 @@
 
 use std::arch::x86_64::*;
 
-use super::q8::Q8Acts;
-use crate::ggml::GgmlFormat;
+use super::q8_lanes::Q8Lanes;
 
 /// Bytes per Q8_0 / Q4_0 block.
 const Q8_0_BYTES: usize = 34;
 const Q4_0_BYTES: usize = 18;
 /// Bytes per Q4_K super-block.
 const Q4_K_BYTES: usize = 144;
-
-/// Activations of one matvec laid out for the AVX-512 kernels of one weight format.
-#[derive(Clone, Debug)]
-pub(crate) struct Q8Lanes {
-    /// Codes; Q4_K: permuted per super-block (sub-blocks 0,2,1,3,4,6,5,7). Q8_0 / Q4_0:
-    /// zero-padded to whole steps (block pairs / quads) and ordered like the weights.
-    codes: Vec<i8>,
-    /// Q8_0 / Q4_0: `d_x` of each 32-block repeated over its lanes (8 / 4; zero-padded
-    /// like `codes`). Q4_K: `d_x` per super-block.
-    scales: Vec<f32>,
-    /// Q8_0 / Q4_0: one i32 per lane: `-bias` times the sum of the codes the lane covers.
-    offsets: Vec<i32>,
-    /// Q4_K: code sums per 32 elements as i16 (`|bsum| <= 32 * 127`).
-    bsums: Vec<i16>,
-}
-
-impl Q8Lanes {
-    /// Lays out `acts` (quantized with `Q8Acts::block_for(format)`) for `format`.
-    pub(crate) fn new(format: GgmlFormat, acts: &Q8Acts) -> Q8Lanes {
-        match format {
-            GgmlFormat::Q4K => {
-                let mut codes = Vec::with_capacity(acts.qs.len());
-                for sb in acts.qs.chunks_exact(256) {
-                    for sub in [0, 2, 1, 3, 4, 6, 5, 7] {
-                        codes.extend_from_slice(&sb[32 * sub..32 * sub + 32]);
-                    }
-                }
-                let bsums = acts.bsums.iter().map(|&s| s as i16).collect();
-                Q8Lanes { codes, scales: acts.d.clone(), offsets: Vec::new(), bsums }
-            }
-            GgmlFormat::Q8_0 => Q8Lanes::per_block(acts, 2, 128, |codes, block| codes.extend_from_slice(block)),
-            GgmlFormat::Q4_0 => Q8Lanes::per_block(acts, 4, 8, |codes, quad| {
-                // Low-nibble codes (elements 0..16 of each block), then high (16..32).
-                for half in [0, 16] {
-                    for block in quad.chunks_exact(32) {
-                        codes.extend_from_slice(&block[half..half + 16]);
-                    }
-                }
-            }),
-            GgmlFormat::Q6K => unreachable!("Q6_K takes the f32 path"),
-        }
-    }
-
-    /// Q8_0 / Q4_0 lanes for `blocks_per_step` 32-blocks per 512-bit step (16 i32 lanes,
-    /// `16 / blocks_per_step` per block) with weight bias `bias`; `order_codes` appends
-    /// one step's codes (zero-padded to whole steps) in the kernel's order.
-    fn per_block(
-        acts: &Q8Acts,
-        blocks_per_step: usize,
-        bias: i32,
-        order_codes: impl Fn(&mut Vec<i8>, &[i8]),
-    ) -> Q8Lanes {
-        let lanes_per_block = 16 / blocks_per_step;
-        let padded_blocks = acts.d.len().div_ceil(blocks_per_step) * blocks_per_step;
-        let mut padded = acts.qs.clone();
-        padded.resize(padded_blocks * 32, 0);
-        let mut codes = Vec::with_capacity(padded.len());
-        for step in padded.chunks_exact(32 * blocks_per_step) {
-            order_codes(&mut codes, step);
-        }
-        let mut scales = vec![0.0f32; padded_blocks * lanes_per_block];
-        for (b, &d) in acts.d.iter().enumerate() {
-            scales[lanes_per_block * b..lanes_per_block * (b + 1)].fill(d);
-        }
-        // Lane `i` of a step sums codes `4i..4i+4` of each of the step's 64-byte code
-        // vectors; its offset cancels the bias on exactly those codes, so every lane holds
-        // the signed partial dot product (no large biased terms that cancel across lanes).
-        let step_bytes = 32 * blocks_per_step;
-        let offsets = (0..codes.len() / step_bytes * 16)
-            .map(|lane| {
-                let (step, i) = (lane / 16, lane % 16);
-                let sum: i32 = (0..step_bytes / 64)
-                    .flat_map(|v| &codes[step * step_bytes + 64 * v + 4 * i..][..4])
-                    .map(|&q| q as i32)
-                    .sum();
-                -bias * sum
-            })
-            .collect();
-        Q8Lanes { codes, scales, offsets, bsums: Vec::new() }
-    }
-}
 
 /// Loads a 64-byte table.
 #[inline]
@@ -207,7 +125,7 @@ fn q8_0_pair(acc: __m512, row: &[u8], lanes: &Q8Lanes, p: usize) -> __m512 {
     scaled_add(acc, dot, weight_scales, &lanes.scales, p)
 }
 
-/// Q8_0 row (whole blocks) dot 8-bit activations laid out by [`Q8Lanes::new`].
+/// Q8_0 row (whole blocks) dot 8-bit activations laid out by [`Q8Lanes::for_avx512`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 pub fn row_dot_q8_0(row: &[u8], lanes: &Q8Lanes) -> f32 {
     let blocks = row.len() / Q8_0_BYTES;
@@ -254,7 +172,7 @@ fn q4_0_quad(acc: __m512, row: &[u8], lanes: &Q8Lanes, q: usize) -> __m512 {
     scaled_add(acc, dot, weight_scales, &lanes.scales, q)
 }
 
-/// Q4_0 row (whole blocks) dot 8-bit activations laid out by [`Q8Lanes::new`].
+/// Q4_0 row (whole blocks) dot 8-bit activations laid out by [`Q8Lanes::for_avx512`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 pub fn row_dot_q4_0(row: &[u8], lanes: &Q8Lanes) -> f32 {
     let blocks = row.len() / Q4_0_BYTES;
@@ -301,7 +219,7 @@ const fn q4_k_scale_table(k: usize) -> [u8; 64] {
 const Q4_K_SCALE_TABLES: [[u8; 64]; 4] =
     [q4_k_scale_table(0), q4_k_scale_table(1), q4_k_scale_table(2), q4_k_scale_table(3)];
 
-/// Q4_K row (whole super-blocks) dot 8-bit activations laid out by [`Q8Lanes::new`].
+/// Q4_K row (whole super-blocks) dot 8-bit activations laid out by [`Q8Lanes::for_avx512`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 pub fn row_dot_q4_k(row: &[u8], lanes: &Q8Lanes) -> f32 {
     let supers = row.len() / Q4_K_BYTES;

@@ -245,8 +245,15 @@ impl Tensor {
     }
 
     /// Fails with [`Error::NonFinite`] naming `name` if any element is NaN or infinite.
+    /// f32, f16 and bf16 are scanned on the tensor's device
+    /// ([`crate::ops::first_non_finite`]: no copy to the host); f64 values are checked
+    /// after narrowing to f32 (what the ops compute with), on the host;
+    /// other dtypes always pass.
     pub fn check_finite(&self, op: &'static str, name: &str) -> Result<()> {
-        if !matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+        if self.dtype.is_compute_float() {
+            return crate::ops::check_all_finite(op, &[(name, self)]);
+        }
+        if self.dtype != DType::F64 {
             return Ok(());
         }
         let values = self.to_f32_vec()?;

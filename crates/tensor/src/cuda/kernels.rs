@@ -3,8 +3,9 @@
 //!
 //! Entry points (each for f32, f16, bf16): elementwise `add_contig`, `mul_contig`,
 //! `scale_contig`; `matmul_naive`, `matmul_tiled`, `matmul_tiled128`; `matvec_splitk`; `softmax_warp`, `softmax_block`;
-//! `rms_norm_warp`, `rms_norm_block`. Signatures are in the `.cu` headers and must match
-//! the argument lists pushed in `ops.rs`.
+//! `rms_norm_warp`, `rms_norm_block`; `first_non_finite`, `non_finite_value`. Signatures
+//! are in the `.cu` headers and must match the argument lists pushed in `ops.rs` and
+//! `non_finite.rs`.
 
 use super::registry::PtxModule;
 
@@ -28,10 +29,14 @@ pub static SOFTMAX: PtxModule =
 pub static RMS_NORM: PtxModule =
     PtxModule { name: "tensor/rms_norm", ptx: include_str!("../../../../kernels/ptx/tensor/rms_norm.ptx") };
 
-/// Every module of this crate.
-pub static ALL: [&PtxModule; 5] = [&ELEMENTWISE, &MATMUL, &MATVEC, &SOFTMAX, &RMS_NORM];
+/// `kernels/cuda/tensor/non_finite.cu`.
+pub static NON_FINITE: PtxModule =
+    PtxModule { name: "tensor/non_finite", ptx: include_str!("../../../../kernels/ptx/tensor/non_finite.ptx") };
 
-/// Every (module, entry) pair `ops.rs` can launch.
+/// Every module of this crate.
+pub static ALL: [&PtxModule; 6] = [&ELEMENTWISE, &MATMUL, &MATVEC, &SOFTMAX, &RMS_NORM, &NON_FINITE];
+
+/// Every (module, entry) pair `ops.rs` and `non_finite.rs` can launch.
 pub fn launched_entries() -> Vec<(&'static PtxModule, String)> {
     let mut entries = Vec::new();
     for dtype in ["f32", "f16", "bf16"] {
@@ -48,6 +53,9 @@ pub fn launched_entries() -> Vec<(&'static PtxModule, String)> {
         for op in ["rms_norm_warp", "rms_norm_block"] {
             entries.push((&RMS_NORM, format!("{op}_{dtype}")));
         }
+        for op in ["first_non_finite", "non_finite_value"] {
+            entries.push((&NON_FINITE, format!("{op}_{dtype}")));
+        }
     }
     entries
 }
@@ -63,8 +71,9 @@ mod tests {
         }
     }
 
-    /// The argument lists `ops.rs` pushes, as the Rust types it pushes, must match the
-    /// `.param` lists NVRTC emitted for every dtype (the same check runs before each launch).
+    /// The argument lists `ops.rs` and `non_finite.rs` push, as the Rust types they push,
+    /// must match the `.param` lists NVRTC emitted for every dtype (the same check runs
+    /// before each launch).
     #[test]
     fn pushed_argument_types_match_the_ptx_params() {
         use crate::cuda::args::{ArgShape, KernelArg};
@@ -82,6 +91,8 @@ mod tests {
                 vec![ptr, ptr, u64a, u32a]
             } else if entry.starts_with("rms_norm_") {
                 vec![ptr, ptr, ptr, u64a, u32a, f32a]
+            } else if entry.starts_with("first_non_finite_") || entry.starts_with("non_finite_value_") {
+                vec![ptr, u64a, ptr, u32a]
             } else {
                 panic!("no expected signature for {entry}")
             }

@@ -15,7 +15,8 @@
 //!   `include_str!` from `kernels/ptx/`, loaded once per device.
 //! - `args`: pushed kernel arguments checked against the PTX parameter list.
 //! - `launch`: grid helpers that respect gridDim limits (x < 2^31, y and z <= 65535).
-//! - `kernels`: this crate's PTX modules; `ops`: the tensor ops on CUDA.
+//! - `kernels`: this crate's PTX modules; `ops`: the tensor ops on CUDA; `non_finite`:
+//!   the device scan behind `crate::ops::first_non_finite`.
 //!
 //! All work is queued on the device's single stream, in order; `download` and
 //! `synchronize` wait for it. Errors from the driver become [`Error::Cuda`] (with what
@@ -25,6 +26,7 @@ pub mod args;
 pub mod buffer;
 pub mod kernels;
 pub mod launch;
+pub mod non_finite;
 pub mod ops;
 pub mod registry;
 

@@ -8,10 +8,15 @@
 //!
 //! Ops: `add`, `mul` (same shape), `scale`, `matmul` (`[.., M, K] x [K, N]` or batched
 //! `[B, M, K] x [B, K, N]`), `linear` (`x W^T` with `W [N, K]`), `softmax` over the last
-//! dimension, `rms_norm` over the last dimension with a weight.
+//! dimension, `rms_norm` over the last dimension with a weight; `first_non_finite` (and
+//! its batched forms `first_non_finite_each`, `check_all_finite`): the first NaN / Inf of
+//! a tensor, found on its own device (`non_finite`).
 
 pub mod cpu;
+pub mod non_finite;
 pub mod reference;
+
+pub use non_finite::{NonFiniteElement, check_all_finite, first_non_finite, first_non_finite_each};
 
 use crate::device::Device;
 use crate::error::{Error, Result};

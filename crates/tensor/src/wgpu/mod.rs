@@ -15,7 +15,8 @@
 //!   (module, entry, override constants, binding layout) and cached.
 //! - [`Launch`] (`launch.rs`): binds storage buffers and a uniform params struct,
 //!   dispatches (splitting large workgroup counts over y) and submits.
-//! - [`ops`]: the tensor ops (add, mul, scale, tiled matmul, softmax, RMSNorm).
+//! - [`ops`]: the tensor ops (add, mul, scale, tiled matmul, softmax, RMSNorm);
+//!   [`non_finite`]: the device scan behind `crate::ops::first_non_finite`.
 //!
 //! Errors: wgpu reports validation and out-of-memory errors through error scopes; every
 //! call that can fail runs inside scopes ([`WgpuDevice::scoped`]) so they become `Err`,
@@ -25,6 +26,7 @@
 mod buffer;
 mod launch;
 mod modules;
+pub mod non_finite;
 pub mod ops;
 mod pipeline;
 #[cfg(test)]
@@ -36,8 +38,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use self::buffer::WgpuBuffer;
 pub use self::launch::{Binding, Launch, Workgroups, tensor_buffer};
 pub use self::modules::{
-    COMMON_ELEMENTS, COMMON_MODULES, TENSOR_BINARY, TENSOR_MATMUL, TENSOR_MODULES, TENSOR_RMS_NORM, TENSOR_SCALE,
-    TENSOR_SOFTMAX,
+    COMMON_ELEMENTS, COMMON_MODULES, TENSOR_BINARY, TENSOR_MATMUL, TENSOR_MODULES, TENSOR_NON_FINITE, TENSOR_RMS_NORM,
+    TENSOR_SCALE, TENSOR_SOFTMAX,
 };
 pub use self::pipeline::{PipelineKey, WgslModule};
 

@@ -38,6 +38,19 @@ pub static TENSOR_SOFTMAX: WgslModule =
 pub static TENSOR_RMS_NORM: WgslModule =
     WgslModule { name: "tensor/rms_norm.wgsl", source: include_str!("../../../../kernels/wgsl/tensor/rms_norm.wgsl") };
 
+/// `first_non_finite`, `non_finite_value`.
+pub static TENSOR_NON_FINITE: WgslModule = WgslModule {
+    name: "tensor/non_finite.wgsl",
+    source: include_str!("../../../../kernels/wgsl/tensor/non_finite.wgsl"),
+};
+
 /// Every tensor-op module.
-pub static TENSOR_MODULES: &[&WgslModule] =
-    &[&TENSOR_BINARY, &TENSOR_SCALE, &TENSOR_MATMUL, &TENSOR_MATVEC, &TENSOR_SOFTMAX, &TENSOR_RMS_NORM];
+pub static TENSOR_MODULES: &[&WgslModule] = &[
+    &TENSOR_BINARY,
+    &TENSOR_SCALE,
+    &TENSOR_MATMUL,
+    &TENSOR_MATVEC,
+    &TENSOR_SOFTMAX,
+    &TENSOR_RMS_NORM,
+    &TENSOR_NON_FINITE,
+];

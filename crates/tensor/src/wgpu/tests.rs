@@ -409,6 +409,7 @@ fn every_embedded_module_compiles_for_every_dtype() {
         (&TENSOR_MATVEC, &["matvec_split_k"]),
         (&TENSOR_SOFTMAX, &["softmax_rows"]),
         (&TENSOR_RMS_NORM, &["rms_norm_rows"]),
+        (&TENSOR_NON_FINITE, &["first_non_finite", "non_finite_value"]),
     ];
     assert_eq!(entries.len(), TENSOR_MODULES.len());
     for (module, names) in entries {

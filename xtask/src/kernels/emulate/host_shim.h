@@ -4,9 +4,11 @@
 // `static` (one copy, shared by the block's threads), `__syncthreads` a std::barrier over
 // the block, `__shfl_xor_sync` an exchange through a per-warp slot array between two
 // per-warp barriers (so every lane of a warp must reach each shuffle, as on a GPU with a
-// full mask). Built with g++ -std=c++20; checks index math, bounds, grid-stride loops and
-// synchronization, not GPU timing or memory-model corner cases.
+// full mask). `atomicMin` on u64 is a compare-exchange loop on `std::atomic_ref`. Built
+// with g++ -std=c++20; checks index math, bounds, grid-stride loops and synchronization,
+// not GPU timing or memory-model corner cases.
 #pragma once
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstring>
@@ -50,6 +52,14 @@ inline float __shfl_xor_sync(unsigned int, float v, int offset) {
     const float r = emu_shuffle_slots[t ^ (unsigned int)offset];
     emu_warp_barriers[t / 32]->arrive_and_wait();
     return r;
+}
+
+inline unsigned long long atomicMin(unsigned long long* address, unsigned long long value) {
+    std::atomic_ref<unsigned long long> target(*address);
+    unsigned long long old = target.load();
+    while (value < old && !target.compare_exchange_weak(old, value)) {
+    }
+    return old;
 }
 
 inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }

@@ -12,6 +12,7 @@
 
 pub mod reference;
 
+use linattn_tensor::ops::non_finite::first_non_finite_in_slice;
 use linattn_tensor::{DType, Device, Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -60,8 +61,13 @@ impl FeatureMap {
                 detail: format!("feature map `{name}` must be a float tensor"),
             });
         }
-        weights.check_finite(op, name)?;
-        Ok(FeatureMap { heads, in_dim, features, weights: weights.to_f32_vec()? })
+        // Small, and needed on the host anyway (the CPU kernels apply it from there): the
+        // copy is checked, no second pass over a GPU tensor.
+        let values = weights.to_f32_vec()?;
+        if let Some(index) = first_non_finite_in_slice(&values) {
+            return Err(Error::NonFinite { op, tensor: name.to_string(), index, value: values[index] });
+        }
+        Ok(FeatureMap { heads, in_dim, features, weights: values })
     }
 
     /// Output length 2F.

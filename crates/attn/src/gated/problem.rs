@@ -7,16 +7,20 @@
 //! initial state as f32 host slices (zero-copy for f32 CPU tensors), each scanned for
 //! non-finite values in place (`Error::NonFinite`, first offending index).
 //!
-//! [`Problem::new`] does both on any device (the f64 reference and the window hybrid
-//! read host data). [`Problem::for_fast_kernels`] does both for CPU inputs and only the
-//! validation for GPU inputs: a GPU call then copies nothing to the host. The GPU
-//! kernels take the tensors themselves, with sizes checked here (so they never index
-//! out of bounds); non-finite inputs are not detected on that path (detection needs the
-//! data on the host, which is what the GPU path avoids), they propagate into the output
-//! as in any floating-point kernel. The CPU path keeps the check.
+//! [`Problem::new`] does both on any device (the f64 reference reads host data).
+//! [`Problem::for_fast_kernels`] does both for CPU inputs and only the validation for
+//! GPU inputs: a GPU call then copies nothing to the host. The GPU kernels take the
+//! tensors themselves, with sizes checked here (so they never index out of bounds), and
+//! their data is checked for NaN / Inf on the device instead
+//! ([`linattn_tensor::ops::check_all_finite`]: one read pass per tensor, one small
+//! readback for all of them), after all metadata checks and in the order the CPU path
+//! checks them (g, the initial state, q, k, v; q, k, v before the state for decode
+//! steps), so a GPU call fails with the same `Error::NonFinite` as a CPU call.
 
 use std::borrow::Cow;
 
+use linattn_tensor::ops::check_all_finite;
+use linattn_tensor::ops::non_finite::first_non_finite_in_slice;
 use linattn_tensor::{DType, Device, Error, Result, Tensor};
 
 use crate::feature_map::FeatureMap;
@@ -114,28 +118,42 @@ fn check_device(op: &'static str, name: &str, t: &Tensor, device: &Device) -> Re
 }
 
 /// Fails with `Error::NonFinite` at the first non-finite value of `values` (the host
-/// data of tensor `name`), without copying it. The scan is parallel and branch-free
-/// (`x * 0` is NaN exactly when x is not finite); the index is searched only on failure.
+/// data of tensor `name`), without copying it (the parallel scan of
+/// `linattn_tensor::ops::first_non_finite`).
 fn check_finite_host(op: &'static str, name: &str, values: &[f32]) -> Result<()> {
-    use rayon::prelude::*;
-    let all_finite = values.par_chunks(1 << 16).all(|part| {
-        let mut acc = [0.0f32; 8];
-        let mut blocks = part.chunks_exact(8);
-        for b in &mut blocks {
-            for l in 0..8 {
-                acc[l] += b[l] * 0.0;
-            }
-        }
-        let tail: f32 = blocks.remainder().iter().map(|x| x * 0.0).sum();
-        acc.iter().sum::<f32>() + tail == 0.0
-    });
-    if all_finite {
-        return Ok(());
-    }
-    match values.iter().position(|v| !v.is_finite()) {
+    match first_non_finite_in_slice(values) {
         Some(index) => Err(Error::NonFinite { op, tensor: name.to_string(), index, value: values[index] }),
         None => Ok(()),
     }
+}
+
+/// Decode steps: their CPU path checks q, k, v before the state, so their device check
+/// uses that order too (`gated::decode` passes these op names; `tests/gpu_non_finite.rs`
+/// checks that both paths report the same tensor when several hold NaN / Inf).
+const DECODE_STEP_OPS: [&str; 3] = ["linear_attn_step", "simple_gla_step", "gla_step"];
+
+/// The data of a GPU call checked on its device, in the CPU path's order (see the module
+/// header); the feature-map weights were checked when they were loaded.
+fn check_finite_on_device(
+    op: &'static str,
+    [q, k, v]: [&Tensor; 3],
+    gate: Option<&Tensor>,
+    state: Option<&crate::options::LinearState>,
+) -> Result<()> {
+    let gate: Vec<(&str, &Tensor)> = gate.map(|g| ("g", g)).into_iter().collect();
+    let state: Vec<(&str, &Tensor)> = state
+        .map(|s| [Some(("initial_state.kv", &s.kv)), s.z.as_ref().map(|z| ("initial_state.z", z))])
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    let qkv = [("q", q), ("k", k), ("v", v)];
+    let named = if DECODE_STEP_OPS.contains(&op) {
+        [&gate[..], &qkv, &state].concat()
+    } else {
+        [&gate[..], &state, &qkv].concat()
+    };
+    check_all_finite(op, &named)
 }
 
 /// `t` as f32 on the host, checked for non-finite values.
@@ -271,27 +289,22 @@ impl<'a> Problem<'a> {
             )));
         }
 
-        let gates = match gate {
-            GateInput::None => Gates::None,
-            GateInput::PerHead(g) => {
-                expect_shape(op, "g", g, &[heads], "[H]")?;
-                Gates::PerHead(load_gate(op, g, &device, host_data)?)
-            }
-            GateInput::PerToken(g) => {
-                expect_shape(op, "g", g, &[batch, seq_len, heads], "[B, T, H]")?;
-                Gates::PerToken(load_gate(op, g, &device, host_data)?)
-            }
-            GateInput::PerKey(g) => {
-                expect_shape(op, "g", g, &[batch, seq_len, heads, rec_key_dim], "[B, T, H, K']")?;
-                Gates::PerKey(load_gate(op, g, &device, host_data)?)
-            }
-        };
-
-        let n = spans.len();
-        let (initial_kv, initial_z) = match opts.initial_state {
-            None => (None, None),
+        // Metadata of the gate and the initial state first; data after every metadata
+        // check, on every device (so CPU and GPU calls fail with the same error).
+        if let Some(g) = gate_tensor(gate) {
+            let (want, meaning) = match gate {
+                GateInput::PerHead(_) => (vec![heads], "[H]"),
+                GateInput::PerToken(_) => (vec![batch, seq_len, heads], "[B, T, H]"),
+                _ => (vec![batch, seq_len, heads, rec_key_dim], "[B, T, H, K']"),
+            };
+            expect_shape(op, "g", g, &want, meaning)?;
+            check_float(op, "g", g)?;
+            check_device(op, "g", g, &device)?;
+        }
+        let state_z = match opts.initial_state {
+            None => None,
             Some(state) => {
-                let want = [n, heads, rec_key_dim, value_dim];
+                let want = [spans.len(), heads, rec_key_dim, value_dim];
                 expect_shape(op, "initial_state.kv", &state.kv, &want, "[N, H, K', V]")?;
                 if state.kv.dtype() != DType::F32 {
                     return Err(Error::UnsupportedDType {
@@ -301,7 +314,7 @@ impl<'a> Problem<'a> {
                     });
                 }
                 check_device(op, "initial_state.kv", &state.kv, &device)?;
-                let z = match (&state.z, opts.normalize) {
+                match (&state.z, opts.normalize) {
                     (None, _) => None,
                     (Some(_), false) => {
                         return Err(Error::invalid(format!(
@@ -313,17 +326,9 @@ impl<'a> Problem<'a> {
                         check_device(op, "initial_state.z", z, &device)?;
                         Some(z)
                     }
-                };
-                if host_data && load_state {
-                    let kv = load_checked(op, "initial_state.kv", &state.kv)?.into_owned();
-                    let z = z.map(|z| load_checked(op, "initial_state.z", z).map(Cow::into_owned)).transpose()?;
-                    (Some(kv), z)
-                } else {
-                    (None, None)
                 }
             }
         };
-
         let scale = opts.scale.unwrap_or((rec_key_dim as f32).powf(-0.5));
         if !scale.is_finite() {
             return Err(Error::invalid(format!("{op}: scale must be finite, got {scale}")));
@@ -331,6 +336,27 @@ impl<'a> Problem<'a> {
         if !(opts.eps.is_finite() && opts.eps >= 0.0) {
             return Err(Error::invalid(format!("{op}: eps must be finite and >= 0, got {}", opts.eps)));
         }
+
+        if !host_data {
+            check_finite_on_device(op, [q, k, v], gate_tensor(gate), opts.initial_state)?;
+        }
+        let gate_values = |g: &Tensor| -> Result<Vec<f32>> {
+            if host_data { Ok(load_checked(op, "g", g)?.into_owned()) } else { Ok(Vec::new()) }
+        };
+        let gates = match gate {
+            GateInput::None => Gates::None,
+            GateInput::PerHead(g) => Gates::PerHead(gate_values(g)?),
+            GateInput::PerToken(g) => Gates::PerToken(gate_values(g)?),
+            GateInput::PerKey(g) => Gates::PerKey(gate_values(g)?),
+        };
+        let (initial_kv, initial_z) = match opts.initial_state {
+            Some(state) if host_data && load_state => {
+                let kv = load_checked(op, "initial_state.kv", &state.kv)?.into_owned();
+                let z = state_z.map(|z| load_checked(op, "initial_state.z", z).map(Cow::into_owned)).transpose()?;
+                (Some(kv), z)
+            }
+            _ => (None, None),
+        };
         let (q_host, k_host, v_host) = if host_data && check_qkv {
             (load_checked(op, "q", q)?, load_checked(op, "k", k)?, load_checked(op, "v", v)?)
         } else if host_data {
@@ -387,10 +413,10 @@ impl<'a> Problem<'a> {
     }
 }
 
-/// Checks a gate tensor's dtype and device; with `host_data` returns its values in f32
-/// (checked finite), otherwise an empty vector.
-fn load_gate(op: &'static str, g: &Tensor, device: &Device, host_data: bool) -> Result<Vec<f32>> {
-    check_float(op, "g", g)?;
-    check_device(op, "g", g, device)?;
-    if host_data { Ok(load_checked(op, "g", g)?.into_owned()) } else { Ok(Vec::new()) }
+/// The tensor of a gate, if it has one.
+fn gate_tensor<'a>(gate: GateInput<'a>) -> Option<&'a Tensor> {
+    match gate {
+        GateInput::None => None,
+        GateInput::PerHead(g) | GateInput::PerToken(g) | GateInput::PerKey(g) => Some(g),
+    }
 }

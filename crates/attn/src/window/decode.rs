@@ -10,11 +10,13 @@
 //! Layout: q, k `[N, H, D]`, v `[N, H, V]`, `window_factor [H]`; state as in the module
 //! header of `window`; output `[N, H, V]` in q's dtype. f32 throughout.
 
+use linattn_tensor::ops::check_all_finite;
 use linattn_tensor::{DType, Device, Error, Result, Tensor};
 use rayon::prelude::*;
 
 use super::chunked::window_terms;
 use super::{WindowOptions, WindowOutput, WindowProblem, WindowState};
+use crate::gated::Engine;
 use crate::gated::decode::as_one_token;
 use crate::gated::problem::expect_shape;
 use crate::options::LinearState;
@@ -37,7 +39,7 @@ pub fn window_linear_step(
     let q4 = as_one_token(OP, "q", q, "[N, H, D]")?;
     let k4 = as_one_token(OP, "k", k, "[N, H, D]")?;
     let v4 = as_one_token(OP, "v", v, "[N, H, V]")?;
-    let p = WindowProblem::new(OP, &q4, &k4, &v4, window_factor, opts)?;
+    let p = WindowProblem::new(OP, &q4, &k4, &v4, window_factor, opts, Engine::Fast)?;
     let lp = &p.linear;
     let d = lp.dims;
     let (n, heads, kd, hd, vd, w) = (d.batch, d.heads, lp.rec_key_dim, d.key_dim, d.value_dim, p.window);
@@ -52,8 +54,17 @@ pub fn window_linear_step(
         if t.dtype() != DType::F32 {
             return Err(Error::UnsupportedDType { op: OP, dtype: t.dtype(), detail: format!("`{name}` must be f32") });
         }
-        t.check_finite(OP, name)?;
     }
+    // On the state's device: a scan on the CPU, a read pass and one small readback on a GPU.
+    check_all_finite(
+        OP,
+        &[
+            ("state.linear.kv", &state.linear.kv),
+            ("state.linear.z", z),
+            ("state.keys", &state.keys),
+            ("state.values", &state.values),
+        ],
+    )?;
     expect_shape(OP, "state.tokens_seen", &state.tokens_seen, &[n], "[N]")?;
     let seen =
         state.tokens_seen.to_vec::<i64>().map_err(|e| Error::invalid(format!("{OP}: state.tokens_seen: {e}")))?;

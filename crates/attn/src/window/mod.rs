@@ -31,6 +31,7 @@ pub(crate) mod chunked;
 pub mod decode;
 pub(crate) mod reference;
 
+use linattn_tensor::ops::non_finite::first_non_finite_in_slice;
 use linattn_tensor::{DType, Device, Error, Result, Tensor};
 
 pub use decode::window_linear_step;
@@ -129,6 +130,9 @@ pub(crate) struct WindowProblem<'a> {
 }
 
 impl<'a> WindowProblem<'a> {
+    /// Validates a call. The linear part loads q, k, v to the host (checked there) for
+    /// the CPU and the reference; for the GPU kernels ([`Engine::Fast`] on a GPU) it
+    /// copies nothing and checks q, k, v on their device (`Problem::for_fast_kernels`).
     pub fn new(
         op: &'static str,
         q: &'a Tensor,
@@ -136,6 +140,7 @@ impl<'a> WindowProblem<'a> {
         v: &'a Tensor,
         window_factor: &'a Tensor,
         opts: &WindowOptions<'a>,
+        engine: Engine,
     ) -> Result<WindowProblem<'a>> {
         if opts.window == 0 || opts.window > MAX_WINDOW {
             return Err(Error::invalid(format!("{op}: window {} must be in 1..={MAX_WINDOW}", opts.window)));
@@ -150,7 +155,11 @@ impl<'a> WindowProblem<'a> {
             q_feature_map: opts.q_feature_map,
             k_feature_map: opts.k_feature_map,
         };
-        let mut linear = Problem::new(op, q, k, v, GateInput::None, &linear_opts)?;
+        let mut linear = if engine == Engine::Fast && !q.is_cpu() {
+            Problem::for_fast_kernels(op, q, k, v, GateInput::None, &linear_opts)?
+        } else {
+            Problem::new(op, q, k, v, GateInput::None, &linear_opts)?
+        };
         linear.key_shift = opts.window;
         let heads = linear.dims.heads;
         expect_shape(op, "window_factor", window_factor, &[heads], "[H]")?;
@@ -161,8 +170,12 @@ impl<'a> WindowProblem<'a> {
                 rhs: format!("`window_factor` on {}", window_factor.device()),
             });
         }
-        window_factor.check_finite(op, "window_factor")?;
+        // `[H]` values the host needs anyway (for the sigmoid): checked there.
         let factor_logits = window_factor.to_f32_vec()?;
+        if let Some(index) = first_non_finite_in_slice(&factor_logits) {
+            let value = factor_logits[index];
+            return Err(Error::NonFinite { op, tensor: "window_factor".into(), index, value });
+        }
         let factor = factor_logits.iter().map(|&w| 1.0 / (1.0 + (-w).exp())).collect();
         let score_scale = opts.scale.unwrap_or((linear.dims.key_dim as f32).powf(-0.5));
         if !score_scale.is_finite() {
@@ -212,7 +225,7 @@ fn run(
     opts: &WindowOptions,
     engine: Engine,
 ) -> Result<WindowOutput> {
-    let p = WindowProblem::new(op, q, k, v, window_factor, opts)?;
+    let p = WindowProblem::new(op, q, k, v, window_factor, opts, engine)?;
     let result = match engine {
         Engine::Reference => reference::run(&p),
         // Device dispatch: the one place this op picks a fast kernel.

@@ -8,9 +8,9 @@
 //! or `[B, T, H, K']`; state `[N, H, K', V]` (+ z `[N, H, K']`) in f32; output
 //! `[B, T, H, V]` in the dtype of q. Computation is f32 (fast) or f64 (reference).
 //!
-//! Each public op validates once ([`problem::Problem::for_fast_kernels`]: metadata only
-//! for GPU inputs, no device->host copy; plus host f32 data and the non-finite check for
-//! CPU inputs and for the reference) and then dispatches on the device in [`forward`]:
+//! Each public op validates once ([`problem::Problem::for_fast_kernels`]: metadata and a
+//! non-finite scan on the device for GPU inputs, no device->host copy; host f32 data
+//! for CPU inputs and for the reference) and then dispatches on the device in [`forward`]:
 //! CPU -> the chunked kernels (scalar or no decay: the register-tiled
 //! `chunk_scalar_avx512` on AVX-512 CPUs, else [`chunk_scalar`]; per-key decay:
 //! [`chunk_per_key`]; the latter two are dense per-chunk products through `gemm` with

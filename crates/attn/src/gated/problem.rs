@@ -8,8 +8,10 @@
 //! non-finite values in place (`Error::NonFinite`, first offending index).
 //!
 //! [`Problem::new`] does both on any device (the f64 reference reads host data).
-//! [`Problem::for_fast_kernels`] does both for CPU inputs and only the validation for
-//! GPU inputs: a GPU call then copies nothing to the host. The GPU kernels take the
+//! [`Problem::for_fast_kernels`] does both for CPU inputs, except that q, k and v are
+//! loaded but left unscanned (`qkv_checked` false: the CPU driver in `gated` scans them
+//! up front or lets the AVX-512 kernel check them as it reads them), and only the
+//! validation for GPU inputs: a GPU call then copies nothing to the host. The GPU kernels take the
 //! tensors themselves, with sizes checked here (so they never index out of bounds), and
 //! their data is checked for NaN / Inf on the device instead
 //! ([`linattn_tensor::ops::check_all_finite`]: one read pass per tensor, one small

@@ -5,8 +5,8 @@
 //! - [`bnb`]: bitsandbytes NF4/FP4 blockwise 4-bit (optionally double-quantized
 //!   absmax) and LLM.int8 (row-wise int8 with mixed-precision outlier matmul).
 //! - [`fp8`]: FP8 E4M3 (fn) / E5M2 with a per-tensor scale or 128x128 block scales.
-//! - [`cpu`]: fused dequantize-matvec/matmul kernels (rayon + AVX2/FMA with a scalar
-//!   fallback, selected at run time).
+//! - [`cpu`]: fused dequantize-matvec/matmul kernels (rayon + AVX-512 or AVX2/FMA with
+//!   a scalar fallback, selected at run time).
 //! - [`weight`]: [`QuantizedWeight`], one type over every format, with tensor-level
 //!   `matmul` that validates inputs and dispatches on the device.
 //! - [`gpu`]: WebGPU and CUDA fused dequantize-matvec/matmul for ggml Q8_0 / Q4_0 weights.

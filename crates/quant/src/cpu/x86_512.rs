@@ -34,8 +34,9 @@ use std::arch::x86_64::*;
 
 use super::q8_lanes::Q8Lanes;
 
-/// Bytes per Q8_0 / Q4_0 block.
+/// Bytes per Q8_0 block (f16 scale, 32 codes).
 const Q8_0_BYTES: usize = 34;
+/// Bytes per Q4_0 block (f16 scale, 16 bytes of nibbles).
 const Q4_0_BYTES: usize = 18;
 /// Bytes per Q4_K super-block.
 const Q4_K_BYTES: usize = 144;

@@ -7,7 +7,7 @@
 //! by `8i + 4` (or `8i`) puts element `8k + t` of every dword in bits 0..4. The 16-entry
 //! f32 code table is one zmm and `vpermps` only looks at bits 0..4 of each index, so each
 //! shift is followed by one `vpermps` that yields 16 weights (`code[nibble]`), with no
-//! masking or widening. The activations are re-laid once per matvec ([`FourBitLanes`]) so
+//! nibble masking or widening. The activations are re-laid once per matvec ([`FourBitLanes`]) so
 //! that `x[8k + t]` sits in lane `k` of the group's `t`-th vector.
 //!
 //! Numerics: `sum over blocks of absmax * sum(code[q] * x)` in f32 like the scalar path;
@@ -35,9 +35,10 @@ pub(crate) struct FourBitLanes {
 }
 
 impl FourBitLanes {
-    /// Regroups `x` (a row's worth of activations) for blocks of `bs` (a power of two).
+    /// Regroups `x` (a row's worth of activations) for blocks of `bs` (a power of two,
+    /// at least the 8 elements of a lane).
     pub(crate) fn new(x: &[f32], bs: usize) -> FourBitLanes {
-        assert!(bs.is_power_of_two(), "4-bit block size {bs} is not a power of two");
+        assert!(bs.is_power_of_two() && bs >= 8, "4-bit block size {bs}: expected a power of two >= 8");
         let groups = x.len().div_ceil(GROUP);
         let mut lanes = vec![0.0f32; groups * GROUP];
         for (i, &v) in x.iter().enumerate() {

@@ -97,6 +97,11 @@ fn group_scales(absmax: &[f32], g: usize, lanes: &FourBitLanes, lane_block: __m5
     if lanes.block_shift >= GROUP.trailing_zeros() {
         return _mm512_set1_ps(absmax[first]);
     }
+    if lanes.block_shift == GROUP.trailing_zeros() - 1 {
+        // Two blocks of 64: lanes 0..8 and 8..16 (a blend, not a shuffle).
+        let second = absmax.get(first + 1).copied().unwrap_or(0.0);
+        return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(absmax[first]), _mm512_set1_ps(second));
+    }
     let here = &absmax[first..(first + (GROUP >> lanes.block_shift)).min(absmax.len())];
     // SAFETY: the load is masked to the `here.len()` (<= 4) scales of this group.
     let s = unsafe { _mm512_maskz_loadu_ps((1u16 << here.len()) - 1, here.as_ptr()) };

@@ -76,8 +76,8 @@ fn ceil16(n: usize) -> usize {
 /// [len, V(+1)]` its raw output rows (overwritten).
 ///
 /// Returns false if a q, k or v value read as stored (no feature maps, no key shift)
-/// was not finite: the sum of `x * 0` over every loaded register is NaN exactly then.
-/// Rows that pass through a feature map or a key shift are not checked here.
+/// was not finite (see [`non_finite_lanes`]). Rows that pass through a feature map or
+/// a key shift are not checked here.
 ///
 /// Callers need AVX-512F, AVX2 and FMA on this CPU (`Isa::Avx512` from `Isa::detect`).
 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -113,7 +113,7 @@ pub(crate) fn run_heads(
             s[(g * kp + r) * vp..][..vx].copy_from_slice(&state[r * vx..(r + 1) * vx]);
         }
     }
-    let mut non_finite_probe = _mm512_setzero_ps();
+    let mut saw_non_finite = false;
     let mut start = 0;
     while start < len {
         let l = BLOCK.min(len - start);
@@ -126,7 +126,7 @@ pub(crate) fn run_heads(
             }
             src.prefetch_rows(start + BLOCK, BLOCK);
             if src.rows_are_raw() {
-                gather_raw(src, start, l, q, kt, v, kp, vp, &mut non_finite_probe);
+                saw_non_finite |= gather_raw(src, start, l, q, kt, v, kp, vp);
             } else {
                 src.fill_queries_strided(start, l, q, kp);
                 for j in 0..l {
@@ -154,15 +154,22 @@ pub(crate) fn run_heads(
             state[r * vx..(r + 1) * vx].copy_from_slice(&s[(g * kp + r) * vp..][..vx]);
         }
     }
-    _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(non_finite_probe, non_finite_probe) == 0
+    !saw_non_finite
+}
+
+/// Lanes of `x` that hold Inf or NaN: exactly those where `x - x` is NaN (an unordered
+/// compare, no dependency chain across calls).
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn non_finite_lanes(x: __m512) -> u32 {
+    u32::from(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, _mm512_sub_ps(x, x)))
 }
 
 /// The block's rows of a problem without feature maps or key shift, straight from the
 /// stored tensors: `q = scale * q` rows, `kt` the keys transposed (a 16 x 16 transpose
 /// in registers per 16 key dims), `v` rows plus the ones column when normalizing.
-/// Columns past K and V(+1) and rows past `l` are left as they are (zero). Every loaded
-/// register times 0 is added to `non_finite_probe` (NaN from then on iff a value was
-/// Inf or NaN).
+/// Columns past K and V(+1) and rows past `l` are left as they are (zero). Returns
+/// whether any loaded value was Inf or NaN.
 #[allow(clippy::too_many_arguments)] // the block's buffers and their widths
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn gather_raw(
@@ -174,10 +181,8 @@ fn gather_raw(
     v: &mut [f32],
     kp: usize,
     vp: usize,
-    non_finite_probe: &mut __m512,
-) {
-    let zero = _mm512_setzero_ps();
-    let mut probe = *non_finite_probe;
+) -> bool {
+    let mut non_finite = 0u32;
     let p = src.problem;
     let (kd, vd) = (p.dims.key_dim, p.dims.value_dim);
     let scale = _mm512_set1_ps(p.scale);
@@ -189,7 +194,7 @@ fn gather_raw(
         for c in (0..kd).step_by(16) {
             let n = (kd - c).min(16);
             let x = load_prefix(&q_src[c..c + n]);
-            probe = _mm512_fmadd_ps(x, zero, probe);
+            non_finite |= non_finite_lanes(x);
             store_prefix(&mut q_dst[c..c + n], _mm512_mul_ps(x, scale));
         }
         let v_src = &rows.v[j * sv..j * sv + vd];
@@ -197,7 +202,7 @@ fn gather_raw(
         for c in (0..vd).step_by(16) {
             let n = (vd - c).min(16);
             let x = load_prefix(&v_src[c..c + n]);
-            probe = _mm512_fmadd_ps(x, zero, probe);
+            non_finite |= non_finite_lanes(x);
             store_prefix(&mut v_dst[c..c + n], x);
         }
         if p.normalize {
@@ -210,7 +215,7 @@ fn gather_raw(
         let mut tokens = [_mm512_setzero_ps(); 16];
         for (j, row) in tokens.iter_mut().enumerate().take(l) {
             *row = load_prefix(&rows.k[j * sqk + c..j * sqk + c + n]);
-            probe = _mm512_fmadd_ps(*row, zero, probe);
+            non_finite |= non_finite_lanes(*row);
         }
         let cols = transpose16(tokens);
         for (r, col) in cols.iter().enumerate().take(n) {
@@ -219,7 +224,7 @@ fn gather_raw(
             unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *col) };
         }
     }
-    *non_finite_probe = probe;
+    non_finite != 0
 }
 
 /// Transposes a 16 x 16 matrix held as 16 rows: `out[j]` lane i = `rows[i]` lane j.

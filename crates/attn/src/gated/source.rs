@@ -227,13 +227,23 @@ impl HeadSource<'_, '_> {
     /// Scalar log-decays of positions `start..start+len` into `out [len]` (0 without gates).
     pub fn fill_scalar_gates(&self, start: usize, len: usize, out: &mut [f32]) {
         let p = self.problem;
-        for (i, o) in out[..len].iter_mut().enumerate() {
-            let (b, t) = self.token(start + i);
-            *o = match &p.gates {
-                Gates::None | Gates::PerKey(_) => 0.0,
-                Gates::PerHead(g) => g[self.head],
-                Gates::PerToken(g) => g[p.dims.gate_index(b, t, self.head)],
-            };
+        let out = &mut out[..len];
+        match &p.gates {
+            Gates::None | Gates::PerKey(_) => out.fill(0.0),
+            Gates::PerHead(g) => out.fill(g[self.head]),
+            Gates::PerToken(g) => {
+                if len == 0 {
+                    return;
+                }
+                // Positions of one sequence are consecutive t of one batch row: stride H.
+                let (b, t) = self.token(start);
+                let first = p.dims.gate_index(b, t, self.head);
+                let heads = p.dims.heads;
+                let rows = &g[first..first + (len - 1) * heads + 1];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = rows[i * heads];
+                }
+            }
         }
     }
 

@@ -5,19 +5,22 @@
 //! Why a separate body: at head dims of 64 every per-chunk product is tiny (16 x 64 x
 //! 64), so a general gemm spends much of its time packing and dispatching. Here every
 //! operand already has the layout its micro-kernel broadcasts from or streams through,
-//! and the state `S [K'p, Vp]` stays in L1/L2 for the whole sequence.
+//! and the states stay in L1/L2 for the whole sequence. A call ([`run_heads`]) runs one
+//! sequence for a group of heads, block-major, so the rows a block reads are contiguous
+//! across the group's heads; q, k, v rows read as stored are checked for Inf/NaN on the
+//! way in (the caller then skips its own scan).
 //!
 //! Layout per 16-token block (scratch of one worker thread, zero-padded to multiples of
 //! 16 columns so every row is whole zmm registers: `K'p = ceil16(K')`,
 //! `Vp = ceil16(V(+1))`):
 //!
 //! ```text
-//! q   [16, K'p]   scale * phi_q(q), row-major (broadcast per element)
-//! kt  [K'p, 16]   phi_k(k) transposed: one zmm per key dim, lane = token
-//! ktw [K'p, 16]   kt * exp(b_L - b_j), the decay-weighted keys of the state update
-//! v   [16, Vp]    values (+ the ones column of the normalizer), row-major
-//! a   [16, 16]    A_ij = (q_i . k_j) exp(b_i - b_j) for j <= i, 0 above
-//! s   [K'p, Vp]   the running state
+//! q   [16, K'p]     scale * phi_q(q), row-major (broadcast per element)
+//! kt  [K'p, 16]     phi_k(k) transposed: one zmm per key dim, lane = token
+//! ktw [K'p, 16]     kt * exp(b_L - b_j), the decay-weighted keys of the state update
+//! v   [16, Vp]      values (+ the ones column of the normalizer), row-major
+//! a   [16, 16]      A_ij = (q_i . k_j) exp(b_i - b_j) for j <= i, 0 above
+//! s   [G, K'p, Vp]  the running states of the group's G heads
 //! ```
 //!
 //! With `b` the block-local inclusive cumsum of the log-decays:
@@ -31,11 +34,11 @@
 //! Numerics: f32 products and accumulation (FMA), the same as the `gemm` path up to
 //! summation order. Exponents `b_i - b_j` (j <= i), `b_i` and `b_L - b_j` are <= 0 for
 //! log-decays <= 0, so extreme gates give zeros, never Inf or NaN; the upper triangle's
-//! exponentials (which may overflow) are discarded by a zero-masking multiply. `exp` is [`exp_fast`]'s
-//! algorithm in zmm registers (same constants and range handling, FMA where it has a
-//! multiply and an add: within 4 ulp of it). Padding columns and
-//! rows are zero, so they add exact zeros. Tested against the portable kernel and the
-//! f64 reference (`gated::tests`).
+//! exponentials (which may overflow) are discarded by a zero-masking multiply. `exp` is
+//! `vecops::exp_fast`'s algorithm in zmm registers (same constants and range handling,
+//! FMA where it has a multiply and an add: within 4 ulp of it). Padding columns and rows
+//! are zero, so they add exact zeros. Tested against the portable kernel and the f64
+//! reference (`gated::tests`).
 
 #![cfg(target_arch = "x86_64")]
 

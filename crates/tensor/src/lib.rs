@@ -19,6 +19,7 @@ pub mod ops;
 pub mod shape;
 pub mod storage;
 pub mod tensor;
+pub mod testing;
 pub mod wgpu;
 
 pub use device::{Device, DeviceKind, cuda_required, gpu_required, report_skip, wgpu_required};

@@ -40,15 +40,7 @@ fn cuda_device() -> Option<Device> {
 
 /// Deterministic finite values in [-8, 8).
 fn finite_values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 16.0 - 8.0
-        })
-        .collect()
+    linattn_tensor::testing::uniform(len, seed, -8.0, 8.0)
 }
 
 /// One test input: values, and what a plain search over them (widened to f32) finds.

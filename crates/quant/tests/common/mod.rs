@@ -36,15 +36,7 @@ pub fn load(name: &str) -> HashMap<String, Raw> {
 
 /// Deterministic pseudo-random f32 in [-1, 1) (xorshift).
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    linattn_tensor::testing::uniform(n, seed, -1.0, 1.0)
 }
 
 /// Asserts `|a - b| <= atol + rtol * |b|` everywhere, printing the worst mismatch.

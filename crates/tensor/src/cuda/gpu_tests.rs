@@ -25,15 +25,7 @@ fn gpu() -> Option<CudaDevice> {
 }
 
 fn values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            lo + (hi - lo) * ((state >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
+    crate::testing::uniform(n, seed, lo, hi)
 }
 
 fn tolerance(dtype: DType) -> f32 {

@@ -19,7 +19,10 @@ use linattn_tensor::cuda::{
 };
 use linattn_tensor::{DType, Device, Error, Result, Tensor};
 
-use super::{ChunkExtras, Gate, check_bounds, check_u32, hedgehog_sizes, prefill_sizes, step_sizes};
+use super::{
+    ChunkExtras, Gate, WindowStepSizes, check_bounds, check_u32, hedgehog_sizes, prefill_sizes, step_sizes,
+    window_step_sizes,
+};
 use crate::layout::MAX_HEAD_DIM;
 
 /// `kernels/ptx/attn/fused.ptx`: Hedgehog, normalizer, state packing, window prefill.
@@ -524,55 +527,8 @@ pub fn window_step(
     window: usize,
 ) -> Result<WindowStepResult> {
     const OP: &str = "cuda window_step";
-    let qd = q.dims();
-    let vdims = v.dims();
-    if qd.len() != 3
-        || k.dims() != qd
-        || vdims.len() != 3
-        || vdims[..2] != qd[..2]
-        || k.dtype() != q.dtype()
-        || v.dtype() != q.dtype()
-    {
-        return Err(Error::invalid(format!(
-            "{OP}: q {}, k {} must be [N, H, D] and v {} [N, H, V], one dtype",
-            q.shape(),
-            k.shape(),
-            v.shape()
-        )));
-    }
-    let (n, h, d, vd) = (qd[0], qd[1], qd[2], vdims[2]);
-    let kf = kv.dims().get(2).copied().unwrap_or(0);
-    let want: [(&str, &Tensor, Vec<usize>); 5] = [
-        ("kv", kv, vec![n, h, kf, vd]),
-        ("z", z, vec![n, h, kf]),
-        ("keys", keys, vec![n, h, window, d]),
-        ("values", values, vec![n, h, window, vd]),
-        ("factor", factor, vec![h]),
-    ];
-    for (name, t, shape) in &want {
-        if t.dims() != shape.as_slice() || t.dtype() != DType::F32 {
-            return Err(Error::invalid(format!(
-                "{OP}: {name} is {} {} but must be f32 {shape:?}",
-                t.dtype(),
-                t.shape()
-            )));
-        }
-    }
-    if seen.len() != n
-        || d == 0
-        || d > MAX_HEAD_DIM
-        || vd == 0
-        || vd > MAX_HEAD_DIM
-        || kf == 0
-        || kf > MAX_HEAD_DIM
-        || window == 0
-    {
-        return Err(Error::invalid(format!(
-            "{OP}: {} tokens_seen for N = {n}; D = {d}, V = {vd}, K' = {kf} must be in 1..={MAX_HEAD_DIM}, W = {window} >= 1",
-            seen.len()
-        )));
-    }
-    check_u32(OP, n * h * window * d.max(vd).max(kf + 1))?;
+    let WindowStepSizes { n, h, d, vd, kf } =
+        window_step_sizes(OP, [q, k, v], factor, [kv, z, keys, values], seen.len(), window)?;
     let device = device_of(OP, q)?;
     let suffix = dtype_suffix(OP, q.dtype())?;
     let mut out = device.alloc_zeroed(q.dtype().storage_bytes(n * h * vd)?)?;

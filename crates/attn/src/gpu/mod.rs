@@ -452,6 +452,78 @@ pub(crate) fn step_sizes(
     Ok((n, h, kd, vdim))
 }
 
+/// Sizes of a window-hybrid decode step on a GPU.
+pub(crate) struct WindowStepSizes {
+    pub n: usize,
+    pub h: usize,
+    pub d: usize,
+    pub vd: usize,
+    pub kf: usize,
+}
+
+/// Checks the tensors of a GPU window decode step (both backends): q, k `[N, H, D]`, v
+/// `[N, H, V]` (one dtype); `factor [H]`, kv `[N, H, K', V]`, z `[N, H, K']`, keys
+/// `[N, H, W, D]`, values `[N, H, W, V]` all f32; `seen` one count per sequence; D, V,
+/// K' in `1..=MAX_HEAD_DIM`, W >= 1; every buffer indexable with u32.
+pub(crate) fn window_step_sizes(
+    op: &str,
+    [q, k, v]: [&Tensor; 3],
+    factor: &Tensor,
+    [kv, z, keys, values]: [&Tensor; 4],
+    seen: usize,
+    window: usize,
+) -> Result<WindowStepSizes> {
+    let qd = q.dims();
+    let vdims = v.dims();
+    if qd.len() != 3
+        || k.dims() != qd
+        || vdims.len() != 3
+        || vdims[..2] != qd[..2]
+        || k.dtype() != q.dtype()
+        || v.dtype() != q.dtype()
+    {
+        return Err(Error::invalid(format!(
+            "{op}: q {}, k {} must be [N, H, D] and v {} [N, H, V], one dtype",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        )));
+    }
+    let (n, h, d, vd) = (qd[0], qd[1], qd[2], vdims[2]);
+    let kf = kv.dims().get(2).copied().unwrap_or(0);
+    let want: [(&str, &Tensor, Vec<usize>); 5] = [
+        ("kv", kv, vec![n, h, kf, vd]),
+        ("z", z, vec![n, h, kf]),
+        ("keys", keys, vec![n, h, window, d]),
+        ("values", values, vec![n, h, window, vd]),
+        ("factor", factor, vec![h]),
+    ];
+    for (name, t, shape) in &want {
+        if t.dims() != shape.as_slice() || t.dtype() != DType::F32 {
+            return Err(Error::invalid(format!(
+                "{op}: {name} is {} {} but must be f32 {shape:?}",
+                t.dtype(),
+                t.shape()
+            )));
+        }
+    }
+    if seen != n
+        || d == 0
+        || d > MAX_HEAD_DIM
+        || vd == 0
+        || vd > MAX_HEAD_DIM
+        || kf == 0
+        || kf > MAX_HEAD_DIM
+        || window == 0
+    {
+        return Err(Error::invalid(format!(
+            "{op}: {seen} tokens_seen for N = {n}; D = {d}, V = {vd}, K' = {kf} must be in 1..={MAX_HEAD_DIM}, W = {window} >= 1"
+        )));
+    }
+    check_u32(op, n * h * window * d.max(vd).max(kf + 1))?;
+    Ok(WindowStepSizes { n, h, d, vd, kf })
+}
+
 /// A validated window-hybrid decode step (see `crate::window::decode`).
 pub(crate) struct WindowStepCall<'a> {
     pub q: &'a Tensor,

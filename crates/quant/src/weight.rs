@@ -275,8 +275,10 @@ impl QuantizedWeight {
     /// Decode matvec into a preallocated output, `y = W x` (`x`: `cols`, `y`: `rows`).
     /// Q8_0/Q4_0/Q4_K quantize `x` once to 8-bit blocks and run integer dot products
     /// (`cpu::ggml_matvec_q8_into`, llama.cpp's scheme; use `matmul_into` with `m = 1`
-    /// for f32 activations); Q6_K and NF4/FP4 use fused f32 kernels; FP8 decodes rows
-    /// into a scratch buffer; LLM.int8 uses its mixed-precision product.
+    /// for f32 activations); NF4/FP4 quantize `x` and the code table to 15-bit codes and
+    /// run integer dot products (`cpu::fourbit_matvec_q16_into`; `matmul_into` with
+    /// `m = 1` keeps f32); Q6_K uses a fused f32 kernel; FP8 decodes rows into a scratch
+    /// buffer; LLM.int8 uses its mixed-precision product.
     pub fn matvec_into(&self, kernel: CpuKernel, x: &[f32], y: &mut [f32]) -> Result<()> {
         self.validate()?;
         let (rows, cols) = (self.rows(), self.cols());
@@ -284,6 +286,7 @@ impl QuantizedWeight {
             QuantizedWeight::Ggml { format, bytes, .. } => {
                 cpu::ggml_matvec_q8_into(kernel, *format, bytes.as_slice(), rows, cols, x, y)
             }
+            QuantizedWeight::FourBit(w) => cpu::fourbit_matvec_q16_into(kernel, w, x, y),
             _ => self.matmul_into(kernel, x, 1, y),
         }
     }

@@ -9,9 +9,17 @@
 //!     uses): `x` quantized once per call to 8-bit blocks ([`q8::Q8Acts`], llama.cpp's
 //!     scheme), integer dot products, one f32 scale per block. Added error per output
 //!     `<= sum_j |w_j| d_x(j) / 2` (see [`q8`]).
-//! - bitsandbytes NF4/FP4 decode: [`fourbit_matvec_into`], nibbles looked up in the
-//!   16-entry code table in registers, scaled by the block absmax, f32 FMA with `x`
-//!   (exact up to f32 summation order).
+//! - bitsandbytes NF4/FP4 decode, two precisions:
+//!   - [`fourbit_matvec_into`]: nibbles looked up in the 16-entry code table in
+//!     registers, scaled by the block absmax, f32 FMA with `x` (exact up to f32
+//!     summation order);
+//!   - [`fourbit_matvec_q16_into`] (what `QuantizedWeight::matvec_into` uses): `x` and
+//!     the code table quantized to 15-bit codes ([`q16`]), exact i32 sums per 8
+//!     elements, one f32 scale per 8 elements. Added error about 3e-5 relative per
+//!     element (bound in [`q16`]); half the vector work of the f32 kernel.
+//! - The quantized-activation paths need finite `x`: with a NaN or Inf in `x` they run
+//!   the f32 path instead, so the non-finite value reaches the output as in a dense
+//!   product rather than being rounded away.
 //! - Prefill (matrix-matrix, `m` activation rows): rayon over chunks of weight rows;
 //!   each weight row is dequantized once into a thread-local f32 buffer and dotted
 //!   with all `m` activation rows (SIMD f32 dot), so decode cost is amortized over `m`.
@@ -21,12 +29,14 @@
 //! Kernel choice is explicit ([`CpuKernel`]) so tests compare every SIMD path against
 //! the scalar one; [`CpuKernel::detect`] picks the best available at run time
 //! (`is_x86_feature_detected!`): Avx512, else Avx2Fma, else Scalar. The AVX-512 kernels
-//! (`x86_512`, `x86_512_fourbit`) cover the decode hot paths: the 8-bit-activation
-//! Q8_0/Q4_0/Q4_K matvec and the NF4/FP4 matvec; every other product of
-//! `CpuKernel::Avx512` runs the AVX2 kernels (`x86`), whose features it also requires.
+//! (`x86_512`, `x86_512_fourbit`, `x86_512_fourbit_q16`) cover the decode hot paths: the
+//! 8-bit-activation Q8_0/Q4_0/Q4_K matvec and both NF4/FP4 matvecs; every other product
+//! of `CpuKernel::Avx512` runs the AVX2 kernels (`x86`, `x86_fourbit_q16`), whose
+//! features it also requires.
 //! The SIMD results equal the scalar ones up to f32 summation order (the integer block
 //! sums are exact in every kernel). Accumulation is f32 throughout.
 
+pub mod q16;
 pub mod q8;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod q8_lanes;
@@ -36,6 +46,10 @@ mod x86;
 mod x86_512;
 #[cfg(target_arch = "x86_64")]
 mod x86_512_fourbit;
+#[cfg(target_arch = "x86_64")]
+mod x86_512_fourbit_q16;
+#[cfg(target_arch = "x86_64")]
+mod x86_fourbit_q16;
 
 use std::borrow::Cow;
 
@@ -47,6 +61,7 @@ use crate::ggml::GgmlFormat;
 use q8::Q8Acts;
 #[cfg(target_arch = "x86_64")]
 use q8_lanes::Q8Lanes;
+use q16::{Q16Acts, Q16Code};
 
 /// Which CPU kernel family computes a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -229,6 +244,9 @@ pub fn ggml_matvec_q8_into(
     let kernel = kernel.checked()?;
     let rb = format.row_bytes(cols)?;
     check_dims("ggml matvec", weight.len(), rb, rows, x.len(), cols, 1, y.len())?;
+    if x.iter().any(|v| !v.is_finite()) {
+        return ggml_matvec_into(kernel, format, weight, rows, cols, x, y);
+    }
     let acts = Q8Acts::quantize(x, Q8Acts::block_for(format));
     let row = |r: usize| &weight[r * rb..(r + 1) * rb];
     match kernel {
@@ -294,13 +312,8 @@ fn fourbit_row_dot_scalar(packed: &[u8], absmax: &[f32], code: &[f32; 16], bs: u
     acc
 }
 
-/// Decode matvec `y = W x` for a bitsandbytes NF4/FP4 weight `[rows, cols]`: nibbles
-/// are looked up in the code table in registers, each block's partial dot is scaled
-/// by its absmax. Needs rows made of whole blocks (`cols % blocksize == 0`); other
-/// shapes run the row-decode driver. Allocates nothing per row: double-quantized absmax
-/// is resolved once per call, and the AVX-512 kernel regroups `x` once per call.
-pub fn fourbit_matvec_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &mut [f32]) -> Result<()> {
-    let kernel = kernel.checked()?;
+/// Validates a 4-bit weight and the matvec operands; returns `(rows, cols)`.
+fn fourbit_matvec_dims(w: &FourBitWeight, x: &[f32], y: &[f32]) -> Result<(usize, usize)> {
     w.validate()?;
     let (rows, cols) = match w.shape.dims() {
         [r, c] => (*r, *c),
@@ -313,6 +326,17 @@ pub fn fourbit_matvec_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &
             y.len()
         )));
     }
+    Ok((rows, cols))
+}
+
+/// Decode matvec `y = W x` for a bitsandbytes NF4/FP4 weight `[rows, cols]`: nibbles
+/// are looked up in the code table in registers, each block's partial dot is scaled
+/// by its absmax. Needs rows made of whole blocks (`cols % blocksize == 0`); other
+/// shapes run the row-decode driver. Allocates nothing per row: double-quantized absmax
+/// is resolved once per call, and the AVX-512 kernel regroups `x` once per call.
+pub fn fourbit_matvec_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &mut [f32]) -> Result<()> {
+    let kernel = kernel.checked()?;
+    let (rows, cols) = fourbit_matvec_dims(w, x, y)?;
     let absmax: Cow<'_, [f32]> = w.absmax_cow();
     let bs = w.blocksize;
     if !cols.is_multiple_of(bs) {
@@ -342,6 +366,52 @@ pub fn fourbit_matvec_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &
         _ => for_each_row(y, rb, |r| {
             let (p, a) = row(r);
             fourbit_row_dot_scalar(p, a, &w.code, bs, x)
+        }),
+    }
+    Ok(())
+}
+
+/// Decode matvec `y = W x` for a bitsandbytes NF4/FP4 weight with 15-bit activations
+/// and code table ([`q16`]): exact i32 sums of 8 products, scaled by `absmax * dx` in
+/// f32. Falls back to [`fourbit_matvec_into`] (f32) when the row is not whole blocks, or
+/// `x` or the code table holds a NaN or Inf. Allocates the quantized copy of `x` and its
+/// kernel layout (about `4 * cols` bytes), once per call.
+pub fn fourbit_matvec_q16_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &mut [f32]) -> Result<()> {
+    let kernel = kernel.checked()?;
+    let (_, cols) = fourbit_matvec_dims(w, x, y)?;
+    let bs = w.blocksize;
+    if !cols.is_multiple_of(bs) || !x.iter().chain(&w.code).all(|v| v.is_finite()) {
+        return fourbit_matvec_into(kernel, w, x, y);
+    }
+    let absmax: Cow<'_, [f32]> = w.absmax_cow();
+    let (acts, code) = (Q16Acts::quantize(x), Q16Code::new(&w.code));
+    let packed = w.packed.as_slice();
+    let (rb, nb) = (cols / 2, cols / bs);
+    let row = |r: usize| (&packed[r * rb..(r + 1) * rb], &absmax[r * nb..(r + 1) * nb]);
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        CpuKernel::Avx512 => {
+            let lanes = x86_512_fourbit_q16::Q16Lanes::new(&acts, bs);
+            for_each_row(y, rb, |r| {
+                let (p, a) = row(r);
+                // SAFETY: Avx512 is used only after avx512f, avx512bw and avx512vnni (and
+                // more) were detected; slices are bounds-checked inside.
+                unsafe { x86_512_fourbit_q16::fourbit_row_dot_q16(p, a, &code, &lanes) }
+            })
+        }
+        #[cfg(target_arch = "x86_64")]
+        CpuKernel::Avx2Fma => {
+            let lanes = x86_fourbit_q16::Q16Lanes2::new(&acts, bs);
+            for_each_row(y, rb, |r| {
+                let (p, a) = row(r);
+                // SAFETY: Avx2Fma is used only after avx2 + fma detection; slices are
+                // bounds-checked inside.
+                unsafe { x86_fourbit_q16::fourbit_row_dot_q16(p, a, &code, &lanes) }
+            })
+        }
+        _ => for_each_row(y, rb, |r| {
+            let (p, a) = row(r);
+            q16::fourbit_row_dot_q16_scalar(p, a, &code, bs, &acts)
         }),
     }
     Ok(())
@@ -437,3 +507,5 @@ pub fn reference_matmul(w: &[f32], rows: usize, cols: usize, x: &[f32], m: usize
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_q16;

@@ -45,9 +45,14 @@ impl FourBitLanes {
             let (g, k, t) = (i / GROUP, (i % GROUP) / 8, i % 8);
             lanes[GROUP * g + 16 * t + k] = v;
         }
-        let lane_block = std::array::from_fn(|k| (8 * k / bs.min(GROUP)) as i32);
-        FourBitLanes { x: lanes, block_shift: bs.trailing_zeros(), lane_block }
+        FourBitLanes { x: lanes, block_shift: bs.trailing_zeros(), lane_block: lane_blocks(bs) }
     }
+}
+
+/// For blocks of `bs` elements: the block of lane `k` (elements `8k..8k+8` of a group)
+/// counted from the group's first block.
+pub(super) fn lane_blocks(bs: usize) -> [i32; 16] {
+    std::array::from_fn(|k| (8 * k / bs.min(GROUP)) as i32)
 }
 
 /// `code[nibble]` for the nibble in bits 0..4 of every dword of `idx` (upper bits are
@@ -89,20 +94,22 @@ fn group_dot(packed: &[u8], g: usize, table: __m512, lanes: &FourBitLanes) -> __
     _mm512_add_ps(even, odd)
 }
 
-/// The absmax of every lane of group `g` (see [`FourBitLanes::lane_block`]).
+/// The absmax of every lane of group `g` (128 elements) for blocks of `1 << block_shift`
+/// elements; `lane_block` holds [`lane_blocks`]. Rows are whole blocks, so a group is
+/// partial only for blocks below 128 elements, and its lanes past the row end get 0.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn group_scales(absmax: &[f32], g: usize, lanes: &FourBitLanes, lane_block: __m512i) -> __m512 {
-    let first = (GROUP * g) >> lanes.block_shift;
-    if lanes.block_shift >= GROUP.trailing_zeros() {
+pub(super) fn group_scales(absmax: &[f32], g: usize, block_shift: u32, lane_block: __m512i) -> __m512 {
+    let first = (GROUP * g) >> block_shift;
+    if block_shift >= GROUP.trailing_zeros() {
         return _mm512_set1_ps(absmax[first]);
     }
-    if lanes.block_shift == GROUP.trailing_zeros() - 1 {
+    if block_shift == GROUP.trailing_zeros() - 1 {
         // Two blocks of 64: lanes 0..8 and 8..16 (a blend, not a shuffle).
         let second = absmax.get(first + 1).copied().unwrap_or(0.0);
         return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(absmax[first]), _mm512_set1_ps(second));
     }
-    let here = &absmax[first..(first + (GROUP >> lanes.block_shift)).min(absmax.len())];
+    let here = &absmax[first..(first + (GROUP >> block_shift)).min(absmax.len())];
     // SAFETY: the load is masked to the `here.len()` (<= 4) scales of this group.
     let s = unsafe { _mm512_maskz_loadu_ps((1u16 << here.len()) - 1, here.as_ptr()) };
     _mm512_permutexvar_ps(lane_block, s)
@@ -127,7 +134,11 @@ pub fn fourbit_row_dot(packed: &[u8], absmax: &[f32], code: &[f32; 16], lanes: &
     let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     for g in 0..packed.len().div_ceil(64) {
         // Two accumulators in turn hide the FMA latency (one call site keeps it inlined).
-        acc0 = _mm512_fmadd_ps(group_dot(packed, g, table, lanes), group_scales(absmax, g, lanes, lane_block), acc0);
+        acc0 = _mm512_fmadd_ps(
+            group_dot(packed, g, table, lanes),
+            group_scales(absmax, g, lanes.block_shift, lane_block),
+            acc0,
+        );
         std::mem::swap(&mut acc0, &mut acc1);
     }
     _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))

@@ -1,0 +1,125 @@
+//! The 15-bit NF4/FP4 decode path ([`fourbit_matvec_q16_into`]) on every CPU kernel:
+//! against its scalar definition (same i32 lane sums, f32 combination order only), and
+//! the scalar path against the exact f64 product of the dequantized weight within the
+//! bound documented in [`super::q16`]; plus NaN/Inf activations, which must reach the
+//! output instead of being rounded away (the 8-bit ggml path too).
+
+use super::*;
+use crate::bnb::FourBitKind;
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    linattn_tensor::testing::uniform(n, seed, -1.0, 1.0)
+}
+
+/// Activations with lanes of very different magnitudes, and an all-zero lane.
+fn uneven_activations(cols: usize, seed: u64) -> Vec<f32> {
+    let mut x = rand_vec(cols, seed);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v *= [1.0, 1e-3, 40.0, 0.25][(i / 8) % 4];
+    }
+    x[8..16.min(cols)].fill(0.0);
+    x
+}
+
+#[test]
+fn q16_matvec_matches_scalar_and_exact_product_within_bound() {
+    println!("kernels tested: {:?}", CpuKernel::available());
+    for (kind, rows, cols, bs, dq) in [
+        (FourBitKind::Nf4, 19, 256, 64, false),
+        (FourBitKind::Fp4, 19, 256, 64, false),
+        (FourBitKind::Nf4, 3, 32, 32, false),
+        (FourBitKind::Nf4, 5, 96, 32, false),
+        (FourBitKind::Fp4, 7, 160, 32, true),
+        (FourBitKind::Nf4, 4, 224, 32, false),
+        (FourBitKind::Nf4, 9, 64, 64, false),
+        (FourBitKind::Nf4, 11, 192, 64, true),
+        (FourBitKind::Fp4, 2, 320, 64, false),
+        (FourBitKind::Nf4, 3, 384, 128, false),
+        (FourBitKind::Nf4, 5, 768, 256, true),
+        (FourBitKind::Fp4, 2, 8192, 4096, false),
+        (FourBitKind::Nf4, 6, 4096, 64, false),
+    ] {
+        let w = rand_vec(rows * cols, 41 + cols as u64);
+        let x = uneven_activations(cols, 42 + bs as u64);
+        let q = FourBitWeight::quantize(&w, [rows, cols], kind, bs, dq).unwrap();
+        let (values, absmax) = (q.dequantize_f32().unwrap(), q.absmax_f32());
+        let (acts, code) = (q16::Q16Acts::quantize(&x), q16::Q16Code::new(&q.code));
+        let mut scalar = vec![0.0; rows];
+        fourbit_matvec_q16_into(CpuKernel::Scalar, &q, &x, &mut scalar).unwrap();
+        for r in 0..rows {
+            let row = &values[r * cols..(r + 1) * cols];
+            let exact: f64 = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let abs_dot: f64 = row.iter().zip(&x).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+            let bound = acts.error_bound(&code, row, |i| absmax[(r * cols + i) / bs], &x);
+            // Beyond the bound: f32 rounding of the lane products and of the final sum.
+            let tol = bound * 1.001 + 1e-6 * abs_dot * (cols as f64).log2() + 1e-30;
+            let err = (scalar[r] as f64 - exact).abs();
+            assert!(err <= tol, "{kind:?} {rows}x{cols} bs {bs} row {r}: error {err:e} > {tol:e}");
+            // The bound is about 3e-5 of the operands' scales per element (both code
+            // tables peak at 1): far below the 4-bit quantization error.
+            let scales: f64 =
+                (0..cols).map(|i| absmax[(r * cols + i) / bs] as f64 * acts.dx[i / 8] as f64 * 16383.0).sum();
+            assert!(bound <= 7e-5 * scales + 1e-30, "{kind:?} row {r}: bound {bound:e} vs scales {scales:e}");
+        }
+        for kernel in CpuKernel::available() {
+            let mut y = vec![f32::NAN; rows];
+            fourbit_matvec_q16_into(kernel, &q, &x, &mut y).unwrap();
+            for r in 0..rows {
+                let abs_dot: f32 = (0..cols).map(|c| (values[r * cols + c] * x[c]).abs()).sum();
+                let tol = 1e-6 * abs_dot * (cols as f32).log2() + 1e-30;
+                let what = format!("{kind:?} {rows}x{cols} bs {bs} dq {dq} {kernel:?} row {r}");
+                assert!((y[r] - scalar[r]).abs() <= tol, "{what}: {} vs scalar {}", y[r], scalar[r]);
+            }
+        }
+        let mut bad = vec![0.0; rows + 1];
+        assert!(fourbit_matvec_q16_into(CpuKernel::Scalar, &q, &x, &mut bad).is_err());
+    }
+}
+
+/// The default matvec of a 4-bit weight is the q16 path; `matmul_into` with one row is
+/// the f32 one. Both agree within the q16 bound.
+#[test]
+fn quantized_weight_matvec_uses_q16() {
+    let (rows, cols) = (7, 512);
+    let w = rand_vec(rows * cols, 5);
+    let x = rand_vec(cols, 6);
+    let qw = crate::QuantizedWeight::quantize(&w, [rows, cols], crate::QuantFormat::Nf4).unwrap();
+    let crate::QuantizedWeight::FourBit(q) = &qw else { panic!("nf4 gives a 4-bit weight") };
+    let kernel = CpuKernel::detect();
+    let (mut via_matvec, mut q16_direct, mut f32_path) = (vec![0.0; rows], vec![0.0; rows], vec![0.0; rows]);
+    qw.matvec_into(kernel, &x, &mut via_matvec).unwrap();
+    fourbit_matvec_q16_into(kernel, q, &x, &mut q16_direct).unwrap();
+    qw.matmul_into(kernel, &x, 1, &mut f32_path).unwrap();
+    assert_eq!(via_matvec, q16_direct);
+    for r in 0..rows {
+        assert!((via_matvec[r] - f32_path[r]).abs() <= 1e-3 * (1.0 + f32_path[r].abs()), "row {r}");
+    }
+}
+
+/// A NaN or Inf in `x` (or in the code table) must show in the output on every kernel,
+/// as in a dense product: the quantized-activation paths hand such inputs to the f32
+/// kernels instead of rounding the value to a code.
+#[test]
+fn non_finite_activations_reach_the_output() {
+    let (rows, cols) = (5, 256);
+    let w = rand_vec(rows * cols, 9);
+    let q = FourBitWeight::quantize(&w, [rows, cols], FourBitKind::Nf4, 64, false).unwrap();
+    let ggml = crate::ggml::quantize(GgmlFormat::Q4_0, &w).unwrap();
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut x = rand_vec(cols, 10);
+        x[77] = bad;
+        for kernel in CpuKernel::available() {
+            let mut y = vec![0.0; rows];
+            fourbit_matvec_q16_into(kernel, &q, &x, &mut y).unwrap();
+            assert!(y.iter().all(|v| !v.is_finite()), "4-bit {kernel:?} with {bad} in x: {y:?}");
+            let mut y = vec![0.0; rows];
+            ggml_matvec_q8_into(kernel, GgmlFormat::Q4_0, &ggml, rows, cols, &x, &mut y).unwrap();
+            assert!(y.iter().all(|v| !v.is_finite()), "q4_0 {kernel:?} with {bad} in x: {y:?}");
+        }
+    }
+    let mut nan_code = q.clone();
+    nan_code.code = [f32::NAN; 16];
+    let mut y = vec![0.0; rows];
+    fourbit_matvec_q16_into(CpuKernel::detect(), &nan_code, &rand_vec(cols, 11), &mut y).unwrap();
+    assert!(y.iter().all(|v| v.is_nan()), "NaN code table: {y:?}");
+}

@@ -133,23 +133,28 @@ fn q8_matvec_is_exact_on_integer_inputs() {
     }
 }
 
+/// `(kind, rows, cols, blocksize, double-quantized absmax)` of 4-bit weights whose rows
+/// end in a partial 128-element group (blocks of 32 and 64, the 64-byte AVX-512 step)
+/// or a partial 64-element step (the AVX2 q16 kernel), plus large blocks.
+pub(super) const FOURBIT_TAIL_CASES: &[(FourBitKind, usize, usize, usize, bool)] = &[
+    (FourBitKind::Nf4, 3, 32, 32, false),
+    (FourBitKind::Nf4, 5, 96, 32, false),
+    (FourBitKind::Fp4, 7, 160, 32, true),
+    (FourBitKind::Nf4, 4, 224, 32, false),
+    (FourBitKind::Nf4, 9, 64, 64, false),
+    (FourBitKind::Nf4, 11, 192, 64, true),
+    (FourBitKind::Fp4, 2, 320, 64, false),
+    (FourBitKind::Nf4, 3, 384, 128, false),
+    (FourBitKind::Nf4, 5, 768, 256, true),
+    (FourBitKind::Fp4, 2, 8192, 4096, false),
+];
+
 /// NF4/FP4 matvec on rows that end in a partial 128-element group (blocks of 32 and 64),
 /// and large blocks, for every kernel: same f32 products as the scalar path, so agreement
 /// to f32 summation order.
 #[test]
 fn fourbit_matvec_tails_match_scalar() {
-    for (kind, rows, cols, bs, dq) in [
-        (FourBitKind::Nf4, 3, 32, 32, false),
-        (FourBitKind::Nf4, 5, 96, 32, false),
-        (FourBitKind::Fp4, 7, 160, 32, true),
-        (FourBitKind::Nf4, 4, 224, 32, false),
-        (FourBitKind::Nf4, 9, 64, 64, false),
-        (FourBitKind::Nf4, 11, 192, 64, true),
-        (FourBitKind::Fp4, 2, 320, 64, false),
-        (FourBitKind::Nf4, 3, 384, 128, false),
-        (FourBitKind::Nf4, 5, 768, 256, true),
-        (FourBitKind::Fp4, 2, 8192, 4096, false),
-    ] {
+    for &(kind, rows, cols, bs, dq) in FOURBIT_TAIL_CASES {
         let w = rand_vec(rows * cols, 31 + cols as u64);
         let x = rand_vec(cols, 32 + bs as u64);
         let q = FourBitWeight::quantize(&w, [rows, cols], kind, bs, dq).unwrap();

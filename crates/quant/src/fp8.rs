@@ -15,6 +15,8 @@
 //! `q = encode(x / scale)`. Error bound per element: `|x - x'| <= 2^-4 |x| + 2^-10 scale`
 //! (E4M3) and `2^-3 |x| + 2^-17 scale` (E5M2).
 
+use std::sync::OnceLock;
+
 use linattn_tensor::{Error, Result, Shape};
 
 use crate::bytes::ByteView;
@@ -70,6 +72,18 @@ impl Fp8Kind {
             (1.0 + m as f32 / (1 << mbits) as f32) * 2f32.powi(e - bias)
         };
         sign * mag
+    }
+
+    /// [`Fp8Kind::decode`] of every byte, built once per kind (row decoding reads it
+    /// instead of recomputing powers of two per element).
+    pub fn decode_table(self) -> &'static [f32; 256] {
+        static E4M3: OnceLock<[f32; 256]> = OnceLock::new();
+        static E5M2: OnceLock<[f32; 256]> = OnceLock::new();
+        let cell = match self {
+            Fp8Kind::E4M3 => &E4M3,
+            Fp8Kind::E5M2 => &E5M2,
+        };
+        cell.get_or_init(|| std::array::from_fn(|b| self.decode(b as u8)))
     }
 
     /// Encodes an f32 with round-to-nearest-even, saturating finite overflow.
@@ -220,20 +234,45 @@ impl Fp8Weight {
 
     /// Decodes row `r` to f32.
     pub fn decode_row(&self, r: usize, out: &mut [f32]) {
-        let bytes = &self.data.as_slice()[r * self.cols..(r + 1) * self.cols];
+        let bytes = self.row(r);
+        let table = self.kind.decode_table();
         match &self.scale {
             Fp8Scale::PerTensor(s) => {
                 for (o, &b) in out.iter_mut().zip(bytes) {
-                    *o = self.kind.decode(b) * s;
+                    *o = table[b as usize] * s;
                 }
             }
+            Fp8Scale::Block { block_cols, .. } => {
+                let srow = self.row_scales(r);
+                for (c, (o, &b)) in out.iter_mut().zip(bytes).enumerate() {
+                    *o = table[b as usize] * srow[c / block_cols];
+                }
+            }
+        }
+    }
+
+    /// The codes of row `r`.
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.data.as_slice()[r * self.cols..(r + 1) * self.cols]
+    }
+
+    /// The scales of row `r` along its columns: one per column block (block scales), or
+    /// the single per-tensor scale.
+    pub fn row_scales(&self, r: usize) -> &[f32] {
+        match &self.scale {
+            Fp8Scale::PerTensor(s) => std::slice::from_ref(s),
             Fp8Scale::Block { block_rows, block_cols, scale_inv } => {
                 let nbc = self.cols.div_ceil(*block_cols);
-                let srow = &scale_inv[(r / block_rows) * nbc..(r / block_rows + 1) * nbc];
-                for (c, (o, &b)) in out.iter_mut().zip(bytes).enumerate() {
-                    *o = self.kind.decode(b) * srow[c / block_cols];
-                }
+                &scale_inv[(r / block_rows) * nbc..(r / block_rows + 1) * nbc]
             }
+        }
+    }
+
+    /// Columns per scale along a row (`cols` for a per-tensor scale, at least 1).
+    pub fn scale_span(&self) -> usize {
+        match &self.scale {
+            Fp8Scale::PerTensor(_) => self.cols.max(1),
+            Fp8Scale::Block { block_cols, .. } => *block_cols,
         }
     }
 

@@ -277,8 +277,8 @@ impl QuantizedWeight {
     /// (`cpu::ggml_matvec_q8_into`, llama.cpp's scheme; use `matmul_into` with `m = 1`
     /// for f32 activations); NF4/FP4 quantize `x` and the code table to 15-bit codes and
     /// run integer dot products (`cpu::fourbit_matvec_q16_into`; `matmul_into` with
-    /// `m = 1` keeps f32); Q6_K uses a fused f32 kernel; FP8 decodes rows into a scratch
-    /// buffer; LLM.int8 uses its mixed-precision product.
+    /// `m = 1` keeps f32); Q6_K and FP8 use fused f32 kernels; LLM.int8 uses its
+    /// mixed-precision product.
     pub fn matvec_into(&self, kernel: CpuKernel, x: &[f32], y: &mut [f32]) -> Result<()> {
         self.validate()?;
         let (rows, cols) = (self.rows(), self.cols());
@@ -314,6 +314,7 @@ impl QuantizedWeight {
                 y.copy_from_slice(&w.matmul_f32(x, m, w.threshold)?);
                 Ok(())
             }
+            QuantizedWeight::Fp8(w) if m == 1 => cpu::fp8::fp8_matvec_into(kernel, w, x, y),
             QuantizedWeight::Fp8(w) => {
                 cpu::rowwise_matmul_into(kernel, rows, cols, x, m, y, |r, buf| w.decode_row(r, buf))
             }

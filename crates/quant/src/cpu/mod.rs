@@ -20,10 +20,12 @@
 //! - The quantized-activation paths need finite `x`: with a NaN or Inf in `x` they run
 //!   the f32 path instead, so the non-finite value reaches the output as in a dense
 //!   product rather than being rounded away.
+//! - FP8 decode: [`fp8::fp8_matvec_into`], codes decoded to f32 in registers with exact
+//!   bit arithmetic, each scale span's partial dot scaled once.
 //! - Prefill (matrix-matrix, `m` activation rows): rayon over chunks of weight rows;
 //!   each weight row is dequantized once into a thread-local f32 buffer and dotted
 //!   with all `m` activation rows (SIMD f32 dot), so decode cost is amortized over `m`.
-//! - Formats without a fused kernel (bitsandbytes, FP8, int8) use the same row-decode
+//! - Products without a fused kernel (4-bit and FP8 prefill, int8) use the same row-decode
 //!   driver ([`rowwise_matmul_into`]) with their own row decoder.
 //!
 //! Kernel choice is explicit ([`CpuKernel`]) so tests compare every SIMD path against
@@ -36,6 +38,7 @@
 //! The SIMD results equal the scalar ones up to f32 summation order (the integer block
 //! sums are exact in every kernel). Accumulation is f32 throughout.
 
+pub mod fp8;
 pub mod q16;
 pub mod q8;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -50,6 +53,8 @@ mod x86_512_fourbit;
 mod x86_512_fourbit_q16;
 #[cfg(target_arch = "x86_64")]
 mod x86_fourbit_q16;
+#[cfg(target_arch = "x86_64")]
+mod x86_fp8;
 
 use std::borrow::Cow;
 

@@ -311,7 +311,7 @@ impl QuantizedWeight {
                         y.len()
                     )));
                 }
-                y.copy_from_slice(&w.matmul_f32(x, m, w.threshold)?);
+                y.copy_from_slice(&w.matmul_f32_on(kernel, x, m, w.threshold)?);
                 Ok(())
             }
             QuantizedWeight::Fp8(w) if m == 1 => cpu::fp8::fp8_matvec_into(kernel, w, x, y),

@@ -20,6 +20,8 @@ use linattn_tensor::{Error, Result, Shape};
 use rayon::prelude::*;
 
 use crate::bytes::ByteView;
+use crate::cpu::CpuKernel;
+use crate::cpu::i8dot::{MAX_I8_DOT_LEN, i8_dot};
 
 /// bitsandbytes' reciprocal of 127 as stored in its dequantize kernel.
 const INV_127: f32 = 7.874_016e-3;
@@ -107,12 +109,26 @@ impl Int8Weight {
     }
 
     /// Mixed-precision matmul `y [m, rows] = x [m, cols] W^T` (see the module docs);
-    /// `threshold <= 0` quantizes every column.
+    /// `threshold <= 0` quantizes every column. Runs the fastest CPU kernel.
     pub fn matmul_f32(&self, x: &[f32], m: usize, threshold: f32) -> Result<Vec<f32>> {
+        self.matmul_f32_on(CpuKernel::detect(), x, m, threshold)
+    }
+
+    /// [`Int8Weight::matmul_f32`] on a given CPU kernel (the i8 x i8 row dots, exact on
+    /// every kernel, see [`crate::cpu::i8dot`]).
+    pub fn matmul_f32_on(&self, kernel: CpuKernel, x: &[f32], m: usize, threshold: f32) -> Result<Vec<f32>> {
         self.validate()?;
+        if !kernel.is_available() {
+            return Err(Error::invalid(format!("CPU kernel {kernel:?} is not supported by this CPU")));
+        }
         let (rows, cols) = (self.rows, self.cols);
         if x.len() != m * cols {
             return Err(Error::invalid(format!("int8 matmul: x holds {} values, expected {m} x {cols}", x.len())));
+        }
+        if cols > MAX_I8_DOT_LEN {
+            return Err(Error::invalid(format!(
+                "int8 matmul: {cols} columns exceed the {MAX_I8_DOT_LEN} whose i8 dot products fit in i32"
+            )));
         }
         let is_outlier_entry = |v: f32| threshold > 0.0 && v.abs() >= threshold;
         let mut outlier_col = vec![false; cols];
@@ -154,7 +170,7 @@ impl Int8Weight {
                 (0..m)
                     .map(|t| {
                         let xr = &xq[t * cols..(t + 1) * cols];
-                        let acc: i32 = xr.iter().zip(wq).map(|(&a, &b)| a as i32 * b as i32).sum();
+                        let acc = i8_dot(kernel, wq, xr);
                         let mut v = acc as f32 * (sx[t] * self.scb[r]) * INV_127_SQ;
                         for (k, &c) in outliers.iter().enumerate() {
                             v += x[t * cols + c] * w_outlier[k];

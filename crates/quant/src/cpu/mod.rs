@@ -25,7 +25,9 @@
 //! - Prefill (matrix-matrix, `m` activation rows): rayon over chunks of weight rows;
 //!   each weight row is dequantized once into a thread-local f32 buffer and dotted
 //!   with all `m` activation rows (SIMD f32 dot), so decode cost is amortized over `m`.
-//! - Products without a fused kernel (4-bit and FP8 prefill, int8) use the same row-decode
+//! - LLM.int8 runs its mixed-precision product (`bnb::int8`) with exact i8 x i8 row dots
+//!   ([`i8dot`]: AVX-512 VNNI, AVX2, scalar).
+//! - Products without a fused kernel (4-bit and FP8 prefill) use the same row-decode
 //!   driver ([`rowwise_matmul_into`]) with their own row decoder.
 //!
 //! Kernel choice is explicit ([`CpuKernel`]) so tests compare every SIMD path against
@@ -39,6 +41,7 @@
 //! sums are exact in every kernel). Accumulation is f32 throughout.
 
 pub mod fp8;
+pub mod i8dot;
 pub mod q16;
 pub mod q8;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]

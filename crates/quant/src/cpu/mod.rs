@@ -5,7 +5,7 @@
 //!   kernels, or the scalar fallback). Two precisions:
 //!   - [`ggml_matvec_into`]: f32 activations, quantized bytes widened to f32 in
 //!     registers (exact up to f32 summation order);
-//!   - [`ggml_matvec_q8_into`] (Q8_0, Q4_0, Q4_K; what `QuantizedWeight::matvec_into`
+//!   - [`ggml_matvec_q8_into`] (every ggml format; what `QuantizedWeight::matvec_into`
 //!     uses): `x` quantized once per call to 8-bit blocks ([`q8::Q8Acts`], llama.cpp's
 //!     scheme), integer dot products, one f32 scale per block. Added error per output
 //!     `<= sum_j |w_j| d_x(j) / 2` (see [`q8`]).
@@ -58,6 +58,8 @@ mod x86_512_fourbit_q16;
 mod x86_fourbit_q16;
 #[cfg(target_arch = "x86_64")]
 mod x86_fp8;
+#[cfg(target_arch = "x86_64")]
+mod x86_q6_k;
 
 use std::borrow::Cow;
 
@@ -232,11 +234,11 @@ pub fn ggml_matvec_into(
 }
 
 /// Decode matvec with 8-bit quantized activations (see the module header): `x` is
-/// quantized once per call to Q8 blocks (32 elements for Q8_0/Q4_0, 256 for Q4_K) and
-/// every row is an integer dot product scaled once per block. Q6_K has no integer
-/// kernel and takes the f32 path ([`ggml_matvec_into`]). Allocates only the quantized
-/// copy of `x` (`cols` bytes plus scales; the AVX-512 kernels lay out a second copy with
-/// per-lane scales and offsets, about `3 * cols` more bytes).
+/// quantized once per call to Q8 blocks (32 elements for Q8_0/Q4_0, 256 for Q4_K and
+/// Q6_K) and every row is an integer dot product scaled once per block. Allocates only
+/// the quantized copy of `x` (`cols` bytes plus scales; the AVX-512 kernels of Q8_0,
+/// Q4_0 and Q4_K lay out a second copy with per-lane scales and offsets, about
+/// `3 * cols` more bytes).
 pub fn ggml_matvec_q8_into(
     kernel: CpuKernel,
     format: GgmlFormat,
@@ -246,9 +248,6 @@ pub fn ggml_matvec_q8_into(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
-    if format == GgmlFormat::Q6K {
-        return ggml_matvec_into(kernel, format, weight, rows, cols, x, y);
-    }
     let kernel = kernel.checked()?;
     let rb = format.row_bytes(cols)?;
     check_dims("ggml matvec", weight.len(), rb, rows, x.len(), cols, 1, y.len())?;
@@ -258,6 +257,12 @@ pub fn ggml_matvec_q8_into(
     let acts = Q8Acts::quantize(x, Q8Acts::block_for(format));
     let row = |r: usize| &weight[r * rb..(r + 1) * rb];
     match kernel {
+        #[cfg(target_arch = "x86_64")]
+        CpuKernel::Avx512 if format == GgmlFormat::Q6K => for_each_row(y, rb, |r| {
+            // SAFETY: Avx512 is used only after feature detection confirmed the AVX-512
+            // subsets, AVX2, FMA and F16C. Slices are bounds-checked inside.
+            unsafe { x86_q6_k::row_dot_q6_k_avx512(row(r), &acts) }
+        }),
         #[cfg(target_arch = "x86_64")]
         CpuKernel::Avx512 => {
             let lanes = Q8Lanes::for_avx512(format, &acts);
@@ -269,7 +274,7 @@ pub fn ggml_matvec_q8_into(
                         GgmlFormat::Q8_0 => x86_512::row_dot_q8_0(row(r), &lanes),
                         GgmlFormat::Q4_0 => x86_512::row_dot_q4_0(row(r), &lanes),
                         GgmlFormat::Q4K => x86_512::row_dot_q4_k(row(r), &lanes),
-                        GgmlFormat::Q6K => unreachable!("Q6_K takes the f32 path"),
+                        GgmlFormat::Q6K => unreachable!("Q6_K has its own arm"),
                     }
                 }
             })
@@ -285,7 +290,8 @@ pub fn ggml_matvec_q8_into(
                         (GgmlFormat::Q8_0, _) => x86::row_dot_q8_0_i8(row(r), &acts.qs, &acts.d),
                         (GgmlFormat::Q4_0, Some(lanes)) => x86::row_dot_q4_0_i8(row(r), lanes),
                         (GgmlFormat::Q4K, _) => x86::row_dot_q4_k_i8(row(r), &acts.qs, &acts.d, &acts.bsums),
-                        _ => unreachable!("Q6_K takes the f32 path; Q4_0 has lanes"),
+                        (GgmlFormat::Q6K, _) => x86_q6_k::row_dot_q6_k_avx2(row(r), &acts),
+                        (GgmlFormat::Q4_0, None) => unreachable!("Q4_0 has lanes"),
                     }
                 }
             })

@@ -1,10 +1,11 @@
 //! 8-bit quantized activations for the integer decode path (llama.cpp's scheme).
 //!
 //! [`Q8Acts::quantize`] turns the f32 activation vector `x` into blocks of `block`
-//! elements (32 for Q8_0/Q4_0 weights, like ggml's Q8_0; 256 for Q4_K, like Q8_K) with
-//! one f32 scale `d = max|x_block| / 127` and `q = round_half_away(x / d)` in
-//! `-127..=127`, plus the integer sum of every 32 codes (`bsums`, used for the weight
-//! offsets of Q4_0 and the mins of Q4_K). This runs once per matvec; the per-row dot
+//! elements (32 for Q8_0/Q4_0 weights, like ggml's Q8_0; 256 for Q4_K and Q6_K, like
+//! Q8_K) with one f32 scale `d = max|x_block| / 127` and `q = round_half_away(x / d)` in
+//! `-127..=127`, plus the integer sums of every 32 codes (`bsums`, used for the weight
+//! offsets of Q4_0 and the mins of Q4_K) and of every 16 (`bsums16`, the `-32` offset of
+//! Q6_K's codes per scale group). This runs once per matvec; the per-row dot
 //! products are then integer multiply-adds (exact in i32) scaled once per block.
 //!
 //! Added error: `|x - d*q| <= d/2` per element, so a dot product with a weight row `w`
@@ -18,7 +19,7 @@
 use half::f16;
 
 use crate::ggml::GgmlFormat;
-use crate::ggml::q4_k;
+use crate::ggml::{q4_k, q6_k};
 
 /// Activations quantized to 8-bit blocks.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +32,8 @@ pub struct Q8Acts {
     pub d: Vec<f32>,
     /// Sum of the codes of every 32 elements.
     pub bsums: Vec<i32>,
+    /// Sum of the codes of every 16 elements (Q6_K's scale groups; `16 * 127` fits i16).
+    pub bsums16: Vec<i16>,
 }
 
 impl Q8Acts {
@@ -56,6 +59,7 @@ impl Q8Acts {
         self.qs.clear();
         self.d.clear();
         self.bsums.clear();
+        self.bsums16.clear();
         for xb in x.chunks_exact(block) {
             let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let d = amax / 127.0;
@@ -63,10 +67,15 @@ impl Q8Acts {
             self.d.push(d);
             for x32 in xb.chunks_exact(32) {
                 let mut s = 0i32;
-                for &v in x32 {
-                    let q = (v * id).round().clamp(-127.0, 127.0) as i8;
-                    s += q as i32;
-                    self.qs.push(q);
+                for x16 in x32.chunks_exact(16) {
+                    let mut s16 = 0i16;
+                    for &v in x16 {
+                        let q = (v * id).round().clamp(-127.0, 127.0) as i8;
+                        s16 += q as i16;
+                        self.qs.push(q);
+                    }
+                    self.bsums16.push(s16);
+                    s += s16 as i32;
                 }
                 self.bsums.push(s);
             }
@@ -80,7 +89,10 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
 }
 
 /// Scalar dot of one ggml row (`row` = whole blocks) with quantized activations
-/// covering the same columns. Q6_K has no integer kernel (callers use the f32 path).
+/// covering the same columns: per block (super-block for the K formats) an exact i32
+/// sum of weight codes times activation codes, scaled once in f32. Q6_K:
+/// `sum_e scale(e/16) * (q_e - 32) * xq_e` per super-block (at most
+/// `256 * 128 * 32 * 127 < 2^31`), times `d * d_x`.
 pub fn row_dot_scalar(format: GgmlFormat, row: &[u8], a: &Q8Acts) -> f32 {
     match format {
         GgmlFormat::Q8_0 => {
@@ -125,7 +137,23 @@ pub fn row_dot_scalar(format: GgmlFormat, row: &[u8], a: &Q8Acts) -> f32 {
             }
             s - smin
         }
-        GgmlFormat::Q6K => unreachable!("Q6_K uses the f32 path"),
+        GgmlFormat::Q6K => {
+            let mut s = 0.0f32;
+            for (bi, b) in row.chunks_exact(q6_k::BLOCK_BYTES).enumerate() {
+                let qx = &a.qs[bi * 256..bi * 256 + 256];
+                let mut isum = 0i32;
+                for h in 0..2 {
+                    for l in 0..32 {
+                        for (k, q) in q6_k::unpack_quad(b, h, l).into_iter().enumerate() {
+                            let e = 128 * h + l + 32 * k;
+                            isum += (b[192 + e / 16] as i8) as i32 * q * qx[e] as i32;
+                        }
+                    }
+                }
+                s += f16_at(b, 208) * a.d[bi] * isum as f32;
+            }
+            s
+        }
     }
 }
 

@@ -57,7 +57,7 @@ impl Q8Lanes {
             }
             GgmlFormat::Q8_0 => Q8Lanes::per_block(acts, 2, 64, 128, |codes, step| codes.extend_from_slice(step)),
             GgmlFormat::Q4_0 => Q8Lanes::per_block(acts, 4, 64, 8, q4_0_order),
-            GgmlFormat::Q6K => unreachable!("Q6_K takes the f32 path"),
+            GgmlFormat::Q6K => unreachable!("Q6_K reads the activations in order (x86_q6_k)"),
         }
     }
 

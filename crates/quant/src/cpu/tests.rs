@@ -45,11 +45,7 @@ fn q8_matvec_case(fmt: GgmlFormat, rows: usize, cols: usize) {
         for r in 0..rows {
             let wr = &deq[r * cols..(r + 1) * cols];
             let abs_dot: f32 = wr.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
-            let bound: f32 = if fmt == GgmlFormat::Q6K {
-                0.0
-            } else {
-                wr.iter().enumerate().map(|(j, v)| v.abs() * acts.d[j / acts.block] / 2.0).sum()
-            };
+            let bound: f32 = wr.iter().enumerate().map(|(j, v)| v.abs() * acts.d[j / acts.block] / 2.0).sum();
             let tol = 1e-5 * abs_dot + 1e-6;
             assert!(
                 (y[r] - scalar[r]).abs() <= tol,

@@ -133,7 +133,7 @@ fn fused_kernels_match_scalar_and_reference() {
     for fmt in GgmlFormat::ALL {
         let bytes = ggml::quantize(fmt, &w).unwrap();
         let deq = ggml::dequantize(fmt, &bytes).unwrap();
-        for m in [1usize, 3] {
+        for m in [1usize, 3, 5, 70] {
             let x = rand_vec(m * cols, 5 + m as u64);
             let reference = cpu::reference_matmul(&deq, rows, cols, &x, m);
             let mut scalar = vec![0.0; m * rows];

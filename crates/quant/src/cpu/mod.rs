@@ -22,9 +22,10 @@
 //!   product rather than being rounded away.
 //! - FP8 decode: [`fp8::fp8_matvec_into`], codes decoded to f32 in registers with exact
 //!   bit arithmetic, each scale span's partial dot scaled once.
-//! - Prefill (matrix-matrix, `m` activation rows): rayon over chunks of weight rows;
-//!   each weight row is dequantized once into a thread-local f32 buffer and dotted
-//!   with all `m` activation rows (SIMD f32 dot), so decode cost is amortized over `m`.
+//! - Prefill (matrix-matrix, `m` activation rows, [`rowwise_matmul_into`]): rayon over
+//!   panels of weight rows; each panel is dequantized once into a thread-local f32
+//!   buffer and multiplied with all `m` activation rows by the `gemm` crate (SIMD
+//!   kernels), or dotted row by row (scalar kernel and `m < 4`).
 //! - LLM.int8 runs its mixed-precision product (`bnb::int8`) with exact i8 x i8 row dots
 //!   ([`i8dot`]: AVX-512 VNNI, AVX2, scalar).
 //! - Products without a fused kernel (4-bit and FP8 prefill) use the same row-decode
@@ -42,6 +43,7 @@
 
 pub mod fp8;
 pub mod i8dot;
+mod prefill;
 pub mod q16;
 pub mod q8;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -68,6 +70,7 @@ use rayon::prelude::*;
 
 use crate::bnb::FourBitWeight;
 use crate::ggml::GgmlFormat;
+pub use prefill::rowwise_matmul_into;
 use q8::Q8Acts;
 #[cfg(target_arch = "x86_64")]
 use q8_lanes::Q8Lanes;
@@ -427,52 +430,6 @@ pub fn fourbit_matvec_q16_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], 
             let (p, a) = row(r);
             q16::fourbit_row_dot_q16_scalar(p, a, &code, bs, &acts)
         }),
-    }
-    Ok(())
-}
-
-/// Generic prefill driver: `y [m, rows] = x [m, cols] W^T` where `decode_row(r, buf)`
-/// writes row `r` of `W` as f32 into `buf` (`cols` long). Rows are decoded once each.
-pub fn rowwise_matmul_into<F>(
-    kernel: CpuKernel,
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    m: usize,
-    y: &mut [f32],
-    decode_row: F,
-) -> Result<()>
-where
-    F: Fn(usize, &mut [f32]) + Sync,
-{
-    let kernel = kernel.checked()?;
-    if x.len() != m * cols || y.len() != m * rows {
-        return Err(Error::invalid(format!(
-            "matmul: x holds {} values (expected {m} x {cols}), y holds {} (expected {m} x {rows})",
-            x.len(),
-            y.len()
-        )));
-    }
-    if m == 0 || rows == 0 {
-        return Ok(());
-    }
-    let chunk = rows.div_ceil(rayon::current_num_threads() * 4).clamp(1, 64);
-    let mut transposed = vec![0.0f32; rows * m];
-    transposed.par_chunks_mut(chunk * m).enumerate().for_each_init(
-        || vec![0.0f32; cols],
-        |buf, (ci, out)| {
-            for (i, orow) in out.chunks_mut(m).enumerate() {
-                decode_row(ci * chunk + i, buf);
-                for (t, o) in orow.iter_mut().enumerate() {
-                    *o = dot_f32(kernel, buf, &x[t * cols..(t + 1) * cols]);
-                }
-            }
-        },
-    );
-    for r in 0..rows {
-        for t in 0..m {
-            y[t * rows + r] = transposed[r * m + t];
-        }
     }
     Ok(())
 }

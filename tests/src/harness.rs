@@ -103,7 +103,7 @@ pub struct Case {
     pub shape: String,
     pub tolerance: Tolerance,
     /// Tolerances that replace `tolerance` on one kind of device, where that device's
-    /// algorithm is documented to differ (e.g. LLM.int8's activation quantization on CPU).
+    /// algorithm is documented to differ from the oracle's (none does today).
     pub device_tolerances: Vec<(DeviceKind, Tolerance)>,
     pub body: CaseBody,
 }

@@ -4,7 +4,8 @@
 //! - [`harness`]: cases, tolerances, comparison, device opening with skip/require rules.
 //! - [`tensor_ops`]: the tensor core ops.
 //! - [`attn`]: the linear-attention ops (prefill, decode, varlen, feature maps, window).
-//! - [`quant`]: quantized matmul with ggml block weights.
+//! - [`quant`]: quantized matmul of every format; [`quant_int8`]: LLM.int8's outlier
+//!   decomposition (cases of the `quant` suite).
 //! - [`adapters`]: the fused unmerged LoRA forward.
 //! - [`suites`] lists every suite; [`run_suites`] runs them on a device and returns a
 //!   [`Report`] (the `linattn conformance` command prints it as text or JSON).
@@ -13,6 +14,7 @@ pub mod adapters;
 pub mod attn;
 pub mod harness;
 pub mod quant;
+pub mod quant_int8;
 pub mod tensor_ops;
 
 use harness::{CaseResult, Status, Suite};

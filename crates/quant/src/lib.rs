@@ -9,7 +9,8 @@
 //!   a scalar fallback, selected at run time).
 //! - [`weight`]: [`QuantizedWeight`], one type over every format, with tensor-level
 //!   `matmul` that validates inputs and dispatches on the device.
-//! - [`gpu`]: WebGPU and CUDA fused dequantize-matvec/matmul for ggml Q8_0 / Q4_0 weights.
+//! - [`gpu`]: WebGPU and CUDA fused dequantize-matvec/matmul for every format (LLM.int8
+//!   with its outlier decomposition).
 //! - [`gguf`]: GGUF v3 reader (memory-mapped, zero-copy tensors) and writer.
 //! - [`checkpoint`]: quantized safetensors checkpoints in Hugging Face key layouts.
 //! - [`cli_support`]: functions behind `linattn quant inspect|dequant|quantize`.

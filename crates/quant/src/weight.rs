@@ -331,8 +331,10 @@ impl QuantizedWeight {
     /// `x [.., in] W^T -> [.., out]` on tensors. `x` is f32/f16/bf16; the output has the
     /// dtype of `x` (f32 accumulation). Validates, then dispatches on `x`'s device. A GPU
     /// `x` uploads the weight on every call: keep [`QuantizedWeight::to_device`]'s result
-    /// instead when the weight is reused. On a GPU, LLM.int8 computes the exact f32
-    /// product with `W = CB * SCB / 127` (no outlier decomposition; see [`crate::gpu`]).
+    /// instead when the weight is reused. LLM.int8 runs its mixed-precision outlier
+    /// decomposition at the weight's threshold on every device: the GPU kernels compute
+    /// the CPU's scheme (`Int8Weight::matmul_f32`; same int8 codes and i32 sums, only the
+    /// f32 summation order of the outlier columns differs; see [`crate::gpu`]).
     pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         if !x.dtype().is_compute_float() {
             return Err(Error::UnsupportedDType {

@@ -1,15 +1,15 @@
 // codebook_matmul.cu: fused dequantize + matmul `y [m, rows] = x [m, cols] W^T` for weights
-// whose element is `(table[code] * scale) * post`: bitsandbytes NF4 / FP4 (4-bit codes,
-// 16-entry table, blockwise absmax over the flattened weight), LLM.int8 (int8 codes, table
-// = the i8 value, row scale SCB, post = 1/127) and FP8 E4M3 / E5M2 (8-bit codes, table =
-// the exact FP8 decode, per-tensor or block scales).
+// whose element is `table[code] * scale`: bitsandbytes NF4 / FP4 (4-bit codes, 16-entry
+// table, blockwise absmax over the flattened weight) and FP8 E4M3 / E5M2 (8-bit codes,
+// table = the exact FP8 decode, per-tensor or block scales). (LLM.int8 has its own
+// kernels with the outlier decomposition: int8_mixed.cu.)
 // The CUDA twin of kernels/wgsl/quant/codebook_matmul.wgsl (same work split and numerics).
 //
 // Entry points (T = f32 | f16 | bf16 for x and y):
 //   codebook_matmul_u4_<T>(const unsigned char* codes, const float* table,
 //                          const float* scales, const T* x, T* y, u64 rows, u32 cols,
 //                          u64 m, u64 flat_block, u64 block_rows, u64 block_cols,
-//                          u64 scale_cols, float post)
+//                          u64 scale_cols)
 //   codebook_matmul_u8_<T>(same)
 // m = 1 is the decode matvec.
 //
@@ -27,8 +27,8 @@
 //   the tile's x rows; per token a block reduction (lat_block_sum). Grid-stride over
 //   rows * ceil(m / 4) work items.
 //
-// Numerics: one f32 weight value per element, (table[code] * scale) * post as the CPU
-// decoders form it, fmaf with x in f32 per thread, block sum in f32, one rounding to T.
+// Numerics: one f32 weight value per element, table[code] * scale as the CPU decoders
+// form it, fmaf with x in f32 per thread, block sum in f32, one rounding to T.
 // Bounds: the host checks that codes hold ceil(rows * cols / 2) (u4) or rows * cols (u8)
 // bytes, the table 16 / 256 floats, scales every index the layout forms, x m * cols and
 // y m * rows elements, and that the block dimensions are non-zero.
@@ -43,7 +43,7 @@ __device__ __forceinline__ void codebook_matmul(const unsigned char* __restrict_
                                                 const float* __restrict__ table, const float* __restrict__ scales,
                                                 const T* __restrict__ x, T* __restrict__ y, lat_u64 rows,
                                                 unsigned int cols, lat_u64 m, lat_u64 flat_block, lat_u64 block_rows,
-                                                lat_u64 block_cols, lat_u64 scale_cols, float post) {
+                                                lat_u64 block_cols, lat_u64 scale_cols) {
     __shared__ float scratch[32];
     __shared__ float lut[256];
     const unsigned int table_len = NIBBLES ? 16u : 256u;
@@ -77,7 +77,7 @@ __device__ __forceinline__ void codebook_matmul(const unsigned char* __restrict_
                     scale_idx = si;
                     scale = scales[si];
                 }
-                const float w = (lut[code] * scale) * post;
+                const float w = lut[code] * scale;
 #pragma unroll
                 for (int t = 0; t < CB_TILE_M; ++t) {
                     if (t < tokens) acc[t] = fmaf(w, lat_load(x, (t0 + t) * cols + c), acc[t]);
@@ -94,19 +94,19 @@ __device__ __forceinline__ void codebook_matmul(const unsigned char* __restrict_
 }
 
 #define CODEBOOK_MATMUL_ENTRIES(SUFFIX, T)                                                                        \
-    extern "C" __global__ void __launch_bounds__(128) codebook_matmul_u4_##SUFFIX(                               \
+    extern "C" __global__ void __launch_bounds__(128) codebook_matmul_u4_##SUFFIX(                                \
         const unsigned char* codes, const float* table, const float* scales, const T* x, T* y, lat_u64 rows,      \
         unsigned int cols, lat_u64 m, lat_u64 flat_block, lat_u64 block_rows, lat_u64 block_cols,                 \
-        lat_u64 scale_cols, float post) {                                                                         \
+        lat_u64 scale_cols) {                                                                                     \
         codebook_matmul<T, 1>(codes, table, scales, x, y, rows, cols, m, flat_block, block_rows, block_cols,      \
-                              scale_cols, post);                                                                  \
+                              scale_cols);                                                                        \
     }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(128) codebook_matmul_u8_##SUFFIX(                               \
+    extern "C" __global__ void __launch_bounds__(128) codebook_matmul_u8_##SUFFIX(                                \
         const unsigned char* codes, const float* table, const float* scales, const T* x, T* y, lat_u64 rows,      \
         unsigned int cols, lat_u64 m, lat_u64 flat_block, lat_u64 block_rows, lat_u64 block_cols,                 \
-        lat_u64 scale_cols, float post) {                                                                         \
+        lat_u64 scale_cols) {                                                                                     \
         codebook_matmul<T, 0>(codes, table, scales, x, y, rows, cols, m, flat_block, block_rows, block_cols,      \
-                              scale_cols, post);                                                                  \
+                              scale_cols);                                                                        \
     }
 
 LAT_FOR_EACH_DTYPE(CODEBOOK_MATMUL_ENTRIES)

@@ -1,8 +1,8 @@
 // quant/codebook_matmul.wgsl: fused dequantize + matmul `y [m, rows] = x [m, cols] W^T` for
-// weights whose element is `code_table[code] * scale * post`: bitsandbytes NF4 / FP4
-// (4-bit codes, 16-entry table, blockwise absmax), LLM.int8 (int8 codes, table = the i8
-// value, row scale SCB, post = 1/127) and FP8 E4M3 / E5M2 (8-bit codes, table = the exact
-// FP8 decode, per-tensor or block scales). W [rows, cols] is never materialized.
+// weights whose element is `code_table[code] * scale`: bitsandbytes NF4 / FP4 (4-bit
+// codes, 16-entry table, blockwise absmax) and FP8 E4M3 / E5M2 (8-bit codes, table = the
+// exact FP8 decode, per-tensor or block scales). W [rows, cols] is never materialized.
+// (LLM.int8 has its own kernels with the outlier decomposition: quant/int8_mixed.wgsl.)
 //
 // Entry points: codebook_matmul_u4 (codes are nibbles), codebook_matmul_u8 (codes are
 // bytes). One workgroup of 64 invocations per (weight row, tile of TILE_M = 4 rows of x),
@@ -25,10 +25,10 @@
 //   u8: byte e is the code; table has 256 entries.
 //   Scale of element (r, c): scales[e / flat_block] when flat_block > 0 (bitsandbytes
 //     blocks run over the flattened weight); otherwise
-//     scales[(r / block_rows) * scale_cols + c / block_cols] (LLM.int8: block 1 x cols;
-//     FP8 per tensor: rows x cols; FP8 blocks: 128 x 128 with scale_cols = ceil(cols/128)).
-//   Value: (table[code] * scale) * post, the same f32 products as the CPU decoders
-//     (`FourBitWeight::decode_range`, `Int8Weight::decode_row`, `Fp8Weight::decode_row`).
+//     scales[(r / block_rows) * scale_cols + c / block_cols] (FP8 per tensor: rows x cols;
+//     FP8 blocks: 128 x 128 with scale_cols = ceil(cols/128)).
+//   Value: table[code] * scale, the same f32 product as the CPU decoders
+//     (`FourBitWeight::decode_range`, `Fp8Weight::decode_row`).
 // Every word read is bounds-checked against arrayLength (out of range reads as 0); the
 // host checks the sizes of every buffer and that rows * cols and the scale indices fit
 // in u32 before the dispatch.
@@ -50,11 +50,6 @@ struct Params {
     block_cols: u32,
     // Scales per row of scale blocks (ceil(cols / block_cols)).
     scale_cols: u32,
-    // Multiplier applied after the scale (1/127 for LLM.int8, else 1).
-    post: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> codes: array<u32>;
@@ -158,7 +153,7 @@ fn unit_dot(nibbles: bool, row: u32, col0: u32, t0: u32, tokens: u32, acc: ptr<f
             scale_idx = si;
             scale = scale_at(si);
         }
-        let w = (lut[code] * scale) * params.post;
+        let w = lut[code] * scale;
         for (var t = 0u; t < tokens; t++) {
             (*acc)[t] = fma(w, load_x((t0 + t) * params.cols + c), (*acc)[t]);
         }

@@ -14,7 +14,8 @@
 //! multiplied int8 x int8 -> i32, and rescaled by `s_x * SCB / 127^2`. The two parts
 //! are summed. Extra error of the int8 part: `|dy| <= (s_x/254) * sum|W'| +
 //! (SCB/254) * sum|x|`-style rounding of `x` (bounded by half an int8 step per
-//! element of `x`), documented and tested in `docs/formats.md`.
+//! element of `x`), documented and tested in `docs/formats.md`. The GPU kernels
+//! (`crate::gpu`, `kernels/{wgsl,cuda}/quant/int8_mixed.*`) compute this same scheme.
 
 use linattn_tensor::{Error, Result, Shape};
 use rayon::prelude::*;

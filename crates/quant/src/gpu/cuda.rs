@@ -5,10 +5,12 @@
 //!   (weight row, tile of 4 rows of x), grid-stride over `rows * ceil(m / 4)` items; m = 1
 //!   is the decode matvec. The kernel mirrors `kernels/wgsl/quant/ggml_matmul.wgsl`
 //!   (tested on lavapipe).
-//! - [`codebook_matmul`]: `codebook_matmul_<u4|u8>_<T>` for NF4 / FP4, LLM.int8 and FP8,
-//!   the same work split; mirrors `kernels/wgsl/quant/codebook_matmul.wgsl`.
+//! - [`codebook_matmul`]: `codebook_matmul_<u4|u8>_<T>` for NF4 / FP4 and FP8, the same
+//!   work split; mirrors `kernels/wgsl/quant/codebook_matmul.wgsl`.
+//! - LLM.int8: `int8_mixed.cu`, launched by [`super::int8_cuda`] (its entries are part of
+//!   [`launched_entries`]).
 //!
-//! Neither has been run on a GPU from this crate's tests yet (no CUDA device where they
+//! None has been run on a GPU from this crate's tests yet (no CUDA device where they
 //! were written); `tests/gpu_cuda.rs` runs the shared cases when one is present.
 //!
 //! Arguments are pushed in the exact order and C types of the `.cu` header; buffer sizes
@@ -57,17 +59,17 @@ pub fn launched_entries() -> Vec<(&'static PtxModule, String)> {
         .into_iter()
         .flat_map(move |c| dtypes.into_iter().map(move |d| format!("codebook_matmul_{c}_{d}")))
         .map(|e| (&QUANT_CODEBOOK_MATMUL, e));
-    ggml.chain(codebook).collect()
+    ggml.chain(codebook).chain(super::int8_cuda::launched_entries()).collect()
 }
 
-fn device_of(op: &str, t: &Tensor) -> Result<CudaDevice> {
+pub(super) fn device_of(op: &str, t: &Tensor) -> Result<CudaDevice> {
     match t.device() {
         Device::Cuda(d) => Ok(d),
         other => Err(Error::invalid(format!("{op}: expected tensors on CUDA, got one on {other}"))),
     }
 }
 
-fn buffer<'t>(what: &str, t: &'t Tensor, device: &CudaDevice) -> Result<&'t CudaBuffer> {
+pub(super) fn buffer<'t>(what: &str, t: &'t Tensor, device: &CudaDevice) -> Result<&'t CudaBuffer> {
     let b = CudaBuffer::of(t).map_err(|e| Error::invalid(format!("{what}: {e}")))?;
     if !b.device().same_device(device) || b.len_bytes() != t.size_in_bytes() {
         return Err(Error::invalid(format!(
@@ -111,7 +113,7 @@ pub fn ggml_matmul(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     out.into_tensor(out_dims, x.dtype())
 }
 
-/// `y [.., rows] = x [.., cols] W^T` for a codebook weight (NF4 / FP4 / LLM.int8 / FP8)
+/// `y [.., rows] = x [.., cols] W^T` for a codebook weight (NF4 / FP4 / FP8)
 /// of logical `shape` whose buffers are on the same CUDA device as `x`; same contract as
 /// [`super::wgpu::codebook_matmul`].
 pub(crate) fn codebook_matmul(w: &CodebookWeight, shape: &linattn_tensor::Shape, x: &Tensor) -> Result<Tensor> {
@@ -139,11 +141,11 @@ pub(crate) fn codebook_matmul(w: &CodebookWeight, shape: &linattn_tensor::Shape,
         launch.arg(codes.as_slice()).arg(table.as_slice()).arg(scales.as_slice());
         launch.arg(xb.as_slice()).arg(out.as_slice_mut());
         launch.arg(&rows).arg(&cols32).arg(&m);
-        launch.arg(&flat_block).arg(&block_rows).arg(&block_cols).arg(&scale_cols).arg(&l.post);
+        launch.arg(&flat_block).arg(&block_rows).arg(&block_cols).arg(&scale_cols);
         // SAFETY: the arguments match codebook_matmul_<u4|u8>_<T>(const unsigned char*
         // codes, const float* table, const float* scales, const T* x, T* y, u64 rows,
-        // u32 cols, u64 m, u64 flat_block, u64 block_rows, u64 block_cols, u64 scale_cols,
-        // float post) in order and type; `check_codebook` verified that codes, table and
+        // u32 cols, u64 m, u64 flat_block, u64 block_rows, u64 block_cols, u64 scale_cols)
+        // in order and type; `check_codebook` verified that codes, table and
         // scales hold every byte the layout indexes for [rows, cols] (table: 16 / 256
         // entries), x m * cols elements and y m * rows elements, and that the block
         // dimensions are non-zero, which bounds every index the kernel forms.
@@ -159,11 +161,12 @@ mod tests {
     #[test]
     fn every_launched_entry_is_in_the_ptx() {
         let entries = launched_entries();
-        assert_eq!(entries.len(), 18);
+        assert_eq!(entries.len(), 27);
         for (module, entry) in entries {
             assert!(module.has_entry(&entry), "{} lacks .entry {entry}; found {:?}", module.name, module.entry_names());
         }
         assert!(QUANT_GGML_MATMUL.ptx.contains(".target sm_80"));
         assert!(QUANT_CODEBOOK_MATMUL.ptx.contains(".target sm_80"));
+        assert!(super::super::int8_cuda::QUANT_INT8_MIXED.ptx.contains(".target sm_80"));
     }
 }

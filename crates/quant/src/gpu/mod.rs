@@ -2,12 +2,13 @@
 //!
 //! Every kernel is a fused dequantize + matvec/matmul: `W [out, in]` stays in its packed
 //! form on the device and is never materialized. `x` is f32, f16 or bf16; accumulation
-//! is f32; the output has the dtype of `x`.
+//! is f32 (i32 for the int8 x int8 part of LLM.int8); the output has the dtype of `x`.
 //!
 //! | format | WebGPU (tested on lavapipe) | CUDA (compiled, mirrors the WGSL) |
 //! |--------|------------------------------|-----------------------------------|
 //! | Q8_0, Q4_0, Q4_K, Q6_K | `quant/ggml_matmul.wgsl` | `quant/ggml_matmul.cu` |
-//! | NF4, FP4, LLM.int8, FP8 E4M3/E5M2 | `quant/codebook_matmul.wgsl` | `quant/codebook_matmul.cu` |
+//! | NF4, FP4, FP8 E4M3/E5M2 | `quant/codebook_matmul.wgsl` | `quant/codebook_matmul.cu` |
+//! | LLM.int8 | `quant/int8_mixed.wgsl` | `quant/int8_mixed.cu` |
 //!
 //! [`DeviceQuantizedWeight`] is a weight uploaded once ([`crate::QuantizedWeight::to_device`]);
 //! its `matmul` reuses the device buffers on every call. [`crate::QuantizedWeight::matmul`]
@@ -21,16 +22,22 @@
 //!   table and one f32 absmax per block of the flattened weight. A double-quantized
 //!   absmax is decoded on the host into f32 before the upload
 //!   (`FourBitWeight::absmax_f32`); the kernel never sees the nested state.
-//! - LLM.int8: the int8 codes, a 256-entry table of their values, SCB per row and a final
-//!   factor 1/127: the GPU computes the exact product with W = CB * SCB / 127 for every
-//!   column. The outlier decomposition of bitsandbytes (columns of x with |x| >= threshold
-//!   in 16-bit, the rest int8 x int8) is an accuracy feature of the CPU path
-//!   (`Int8Weight::matmul_f32`) and is not reproduced on the GPU, whose f32 product is
-//!   at least as accurate: GPU and CPU results differ by the CPU's int8 rounding of x.
+//! - LLM.int8 (`int8`; launches in [`int8_wgpu`] and [`int8_cuda`]): the int8 codes with
+//!   each row padded to whole u32 words, SCB per row and the threshold
+//!   (`Int8Weight::threshold`). The GPU computes the same mixed-precision scheme as the
+//!   CPU (`Int8Weight::matmul_f32`): outlier columns (some `|x| >= threshold`, when the
+//!   threshold is positive) in f32 against the dequantized weight columns, the rest
+//!   quantized row-wise to int8 on the device and multiplied int8 x int8 -> i32. Three
+//!   passes on the device (outlier columns and `s_x` per row, int8 codes of x, the fused
+//!   matmul); x never leaves the device. The codes and the integer part equal the CPU's
+//!   exactly; only the f32 summation order of the outlier part differs.
 //! - FP8 E4M3 / E5M2: the codes, the exact 256-entry decode table, and a per-tensor scale
 //!   or the `weight_scale_inv` block scales (any block shape, 128 x 128 by default).
 
 pub mod cuda;
+mod int8;
+pub mod int8_cuda;
+pub mod int8_wgpu;
 pub mod wgpu;
 
 use linattn_tensor::{DType, Device, Error, Result, Shape, Tensor};
@@ -127,9 +134,6 @@ pub fn format_on_gpu(format: QuantFormat, device: &Device) -> bool {
     }
 }
 
-/// `1/127` as the CPU LLM.int8 decoder multiplies by it (`bnb::int8`).
-const INV_127: f32 = 7.874_016e-3;
-
 /// How a codebook weight maps an element to its code and scale (see
 /// `kernels/wgsl/quant/codebook_matmul.wgsl`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -142,11 +146,9 @@ pub(crate) struct CodebookLayout {
     pub block_rows: usize,
     pub block_cols: usize,
     pub scale_cols: usize,
-    /// Factor after the scale (1/127 for LLM.int8).
-    pub post: f32,
 }
 
-/// A codebook weight on a device: element = (table[code] * scale) * post.
+/// A codebook weight on a device (NF4 / FP4 / FP8): element = table[code] * scale.
 #[derive(Clone, Debug)]
 pub(crate) struct CodebookWeight {
     /// Packed codes, a U8 tensor.
@@ -182,6 +184,8 @@ pub(crate) enum DeviceRepr {
     /// Raw ggml block bytes, a tensor of the ggml dtype `[.., cols]`.
     Ggml(Tensor),
     Codebook(CodebookWeight),
+    /// LLM.int8 with the mixed-precision outlier decomposition.
+    Int8(int8::Int8DeviceWeight),
 }
 
 /// A quantized weight `W [out, in]` whose packed data and quant state live on a GPU,
@@ -220,22 +224,7 @@ impl DeviceQuantizedWeight {
         let repr = match w {
             QuantizedWeight::Ggml { .. } => DeviceRepr::Ggml(w.to_ggml_tensor()?.to_device(device)?),
             QuantizedWeight::FourBit(fb) => DeviceRepr::Codebook(four_bit(fb, &f32_tensor, &u8_tensor)?),
-            QuantizedWeight::Int8(q) => {
-                let table: Vec<f32> = (0..=255u8).map(|b| (b as i8) as f32).collect();
-                DeviceRepr::Codebook(CodebookWeight {
-                    codes: u8_tensor(q.data.as_slice())?,
-                    table: f32_tensor(&table)?,
-                    scales: f32_tensor(&q.scb)?,
-                    layout: CodebookLayout {
-                        nibbles: false,
-                        flat_block: 0,
-                        block_rows: 1,
-                        block_cols: q.cols.max(1),
-                        scale_cols: 1,
-                        post: INV_127,
-                    },
-                })
-            }
+            QuantizedWeight::Int8(q) => DeviceRepr::Int8(int8::Int8DeviceWeight::upload(q, device)?),
             QuantizedWeight::Fp8(f) => DeviceRepr::Codebook(fp8(f, &f32_tensor, &u8_tensor)?),
         };
         Ok(DeviceQuantizedWeight { format, shape, device: device.clone(), repr })
@@ -293,6 +282,8 @@ impl DeviceQuantizedWeight {
             (DeviceRepr::Ggml(w), Device::Cuda(_)) => cuda::ggml_matmul(w, x),
             (DeviceRepr::Codebook(c), Device::Wgpu(_)) => wgpu::codebook_matmul(c, &self.shape, x),
             (DeviceRepr::Codebook(c), Device::Cuda(_)) => cuda::codebook_matmul(c, &self.shape, x),
+            (DeviceRepr::Int8(w), Device::Wgpu(_)) => int8_wgpu::int8_mixed_matmul(w, &self.shape, x),
+            (DeviceRepr::Int8(w), Device::Cuda(_)) => int8_cuda::int8_mixed_matmul(w, &self.shape, x),
             (_, Device::Cpu) => Err(Error::invalid(format!("{OP}: a device weight on the CPU"))),
         }
     }
@@ -307,14 +298,7 @@ fn four_bit(
         codes: u8_tensor(w.packed.as_slice())?,
         table: f32_tensor(&w.code)?,
         scales: f32_tensor(&w.absmax_f32())?,
-        layout: CodebookLayout {
-            nibbles: true,
-            flat_block: w.blocksize,
-            block_rows: 1,
-            block_cols: 1,
-            scale_cols: 1,
-            post: 1.0,
-        },
+        layout: CodebookLayout { nibbles: true, flat_block: w.blocksize, block_rows: 1, block_cols: 1, scale_cols: 1 },
     })
 }
 
@@ -334,6 +318,6 @@ fn fp8(
         codes: u8_tensor(w.data.as_slice())?,
         table: f32_tensor(&table)?,
         scales: f32_tensor(&scales)?,
-        layout: CodebookLayout { nibbles: false, flat_block: 0, block_rows, block_cols, scale_cols, post: 1.0 },
+        layout: CodebookLayout { nibbles: false, flat_block: 0, block_rows, block_cols, scale_cols },
     })
 }

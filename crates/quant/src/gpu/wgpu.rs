@@ -3,8 +3,10 @@
 //! - [`ggml_matmul`]: `quant/ggml_matmul.wgsl`, fused dequantize + matmul for Q8_0, Q4_0,
 //!   Q4_K and Q6_K weights kept as raw ggml block bytes on the device. One 64-invocation
 //!   workgroup per (weight row, tile of 4 rows of x); m = 1 is the decode matvec.
-//! - [`codebook_matmul`]: `quant/codebook_matmul.wgsl`, the same work split for NF4 / FP4,
-//!   LLM.int8 and FP8 weights (code table + scales, see [`super::DeviceQuantizedWeight`]).
+//! - [`codebook_matmul`]: `quant/codebook_matmul.wgsl`, the same work split for NF4 / FP4
+//!   and FP8 weights (code table + scales, see [`super::DeviceQuantizedWeight`]).
+//! - LLM.int8 has its own kernels (`quant/int8_mixed.wgsl`, launched by
+//!   [`super::int8_wgpu`]).
 //!
 //! `x` is f32, f16 or bf16 (`DTYPE` override); the output `[.., rows]` is a fresh
 //! zero-filled tensor of `x`'s dtype (16-bit results are OR-ed into their word). Sizes
@@ -32,7 +34,8 @@ pub static QUANT_CODEBOOK_MATMUL: WgslModule = WgslModule {
 };
 
 /// Every WGSL module of this crate.
-pub static QUANT_MODULES: &[&WgslModule] = &[&QUANT_GGML_MATMUL, &QUANT_CODEBOOK_MATMUL];
+pub static QUANT_MODULES: &[&WgslModule] =
+    &[&QUANT_GGML_MATMUL, &QUANT_CODEBOOK_MATMUL, &super::int8_wgpu::QUANT_INT8_MIXED];
 
 /// Rows of x per workgroup (`TILE_M` in the shader).
 const TILE_M: usize = 4;
@@ -59,7 +62,7 @@ pub fn entry_point(format: GgmlFormat) -> Option<&'static str> {
     }
 }
 
-fn device_of(op: &str, t: &Tensor) -> Result<WgpuDevice> {
+pub(super) fn device_of(op: &str, t: &Tensor) -> Result<WgpuDevice> {
     match t.device() {
         Device::Wgpu(d) => Ok(d),
         other => Err(Error::invalid(format!("{op}: expected tensors on wgpu, got one on {other}"))),
@@ -121,8 +124,6 @@ struct CodebookParams {
     block_rows: u32,
     block_cols: u32,
     scale_cols: u32,
-    post: f32,
-    _pad: [u32; 3],
 }
 
 /// Checks a codebook weight's buffers against `[rows, cols]` and `x`; returns (rows,
@@ -161,7 +162,7 @@ pub(crate) fn check_codebook(
     Ok((rows, cols, x.shape().rows(), dims))
 }
 
-/// `y [.., rows] = x [.., cols] W^T` for a codebook weight (NF4 / FP4 / LLM.int8 / FP8)
+/// `y [.., rows] = x [.., cols] W^T` for a codebook weight (NF4 / FP4 / FP8)
 /// of logical `shape` whose buffers are on the same wgpu device as `x`.
 pub(crate) fn codebook_matmul(w: &CodebookWeight, shape: &linattn_tensor::Shape, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "wgpu codebook_matmul";
@@ -193,8 +194,6 @@ pub(crate) fn codebook_matmul(w: &CodebookWeight, shape: &linattn_tensor::Shape,
         block_rows: shader_u32(OP, "block rows", l.block_rows)?,
         block_cols: shader_u32(OP, "block cols", l.block_cols)?,
         scale_cols: shader_u32(OP, "scale cols", l.scale_cols)?,
-        post: l.post,
-        _pad: [0; 3],
     };
     device.launch(&Launch {
         module: &QUANT_CODEBOOK_MATMUL,

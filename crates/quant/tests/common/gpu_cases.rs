@@ -1,11 +1,15 @@
 //! GPU test cases shared by `gpu_wgpu.rs` and `gpu_cuda.rs` (included with `#[path]`):
 //! fused dequantize-matmul of quantized weights against the CPU oracle
 //! (`cpu::reference_matmul` on the dequantized weight, f64 accumulation), run on the
-//! device the including file opens. Tolerance: relative RMS error 1e-5 for f32 x; 5e-3 /
-//! 2e-2 for f16 / bf16 x (the reference sees the same rounded x; the output is rounded
-//! once).
+//! device the including file opens. LLM.int8's oracle is the CPU scheme
+//! `Int8Weight::matmul_f32` instead (outlier columns in f32, the rest int8 x int8; the
+//! GPU computes the same codes and integer sums, see [`int8_outlier_decomposition`]).
+//! Tolerance: relative RMS error 1e-5 for f32 x; 5e-3 / 2e-2 for f16 / bf16 x (the
+//! reference sees the same rounded x; the output is rounded once).
 #![allow(dead_code)]
 
+use linattn_quant::ByteView;
+use linattn_quant::bnb::Int8Weight;
 use linattn_quant::weight::ggml_matmul;
 use linattn_quant::{QuantFormat, QuantizedWeight, cpu};
 use linattn_tensor::{DType, Device, Error, Result, Tensor};
@@ -43,25 +47,42 @@ pub fn compare(reference: &[f32], actual: &[f32]) -> (f64, usize, f32, f32) {
 /// `QuantizedWeight::to_device(..).matmul` and, for ggml formats, `ggml_matmul` (weight
 /// tensor already on the device); every path must match the oracle within `tol`.
 pub fn check_weight(dev: &Device, w: &QuantizedWeight, m: usize, dtype: DType, seed: u64, tol: f64) {
+    check_weight_with_x(dev, w, &values(seed + 1, m * w.cols()), m, dtype, tol);
+}
+
+/// The oracle of `w` for the rounded `x [m, cols]`: the exact product with the dequantized
+/// weight, or for LLM.int8 the CPU's mixed-precision scheme at the weight's threshold.
+pub fn oracle(w: &QuantizedWeight, x: &[f32], m: usize) -> Vec<f32> {
+    match w {
+        QuantizedWeight::Int8(q) => q.matmul_f32(x, m, q.threshold).unwrap(),
+        _ => cpu::reference_matmul(&w.dequantize_f32().unwrap(), w.rows(), w.cols(), x, m),
+    }
+}
+
+/// [`check_weight`] with the given x values (rounded to `dtype` before the product);
+/// returns the device output of the resident weight as f32.
+pub fn check_weight_with_x(dev: &Device, w: &QuantizedWeight, x: &[f32], m: usize, dtype: DType, tol: f64) -> Vec<f32> {
     let (format, rows, cols) = (w.format(), w.rows(), w.cols());
-    let x_host = Tensor::from_f32(&values(seed + 1, m * cols), dtype, [m, cols]).unwrap();
+    let x_host = Tensor::from_f32(x, dtype, [m, cols]).unwrap();
     let x_rounded = x_host.to_f32_vec().unwrap();
-    let reference = cpu::reference_matmul(&w.dequantize_f32().unwrap(), rows, cols, &x_rounded, m);
+    let reference = oracle(w, &x_rounded, m);
 
     let x = x_host.to_device(dev).unwrap();
     let resident = w.to_device(dev).unwrap_or_else(|e| panic!("{format} to_device: {e}"));
     let mut paths: Vec<(&str, Result<Tensor>)> =
-        vec![("QuantizedWeight::matmul", w.matmul(&x)), ("DeviceQuantizedWeight::matmul", resident.matmul(&x))];
+        vec![("DeviceQuantizedWeight::matmul", resident.matmul(&x)), ("QuantizedWeight::matmul", w.matmul(&x))];
     if format.ggml().is_some() {
         let w_dev = w.to_ggml_tensor().unwrap().to_device(dev).unwrap();
         paths.push(("ggml_matmul", ggml_matmul(&x, &w_dev)));
     }
+    let mut resident_output = Vec::new();
     for (path, y) in paths {
         let y = y.unwrap_or_else(|e| panic!("{format} {path} rows {rows} cols {cols} m {m} {dtype}: {e}"));
         assert_eq!(y.dims(), &[m, rows]);
         assert_eq!(y.dtype(), dtype);
         assert!(!y.is_cpu(), "{path}: output left the device");
-        let (err, i, r, a) = compare(&reference, &y.to_f32_vec().unwrap());
+        let got = y.to_f32_vec().unwrap();
+        let (err, i, r, a) = compare(&reference, &got);
         assert!(
             err <= tol,
             "{format} {path} rows {rows} cols {cols} m {m} {dtype}: rel RMS {err:.3e} > {tol:.0e}; \
@@ -69,7 +90,63 @@ pub fn check_weight(dev: &Device, w: &QuantizedWeight, m: usize, dtype: DType, s
             i / rows.max(1),
             i % rows.max(1)
         );
+        if resident_output.is_empty() {
+            resident_output = got;
+        }
     }
+    resident_output
+}
+
+/// x [m, cols] in [-1, 1) with outliers for LLM.int8: entries of 7.5, exactly 6.0 and
+/// -9.25 in a few columns, one row whose only non-zero entry is an outlier (m >= 3) and
+/// one all-zero row (m >= 3).
+pub fn int8_x_with_outliers(seed: u64, m: usize, cols: usize) -> Vec<f32> {
+    let mut x = values(seed, m * cols);
+    if m >= 3 {
+        x[cols..3 * cols].fill(0.0);
+        x[cols + cols / 2] = -9.25;
+    }
+    x[cols.min(5) - 1] = 7.5;
+    let edge_row = if m >= 4 { m - 1 } else { 0 };
+    x[edge_row * cols + cols / 3] = 6.0;
+    x[(m / 2) * cols + cols - 1] = -9.25;
+    x
+}
+
+/// LLM.int8 with outlier columns, several thresholds (6.0, 0 = pure int8, 0.5 = most
+/// columns outliers), a weight code of -128 and x dtypes against the CPU scheme (`Int8Weight::matmul_f32`, rel
+/// RMS 1e-5 for f32 x, 5e-3 / 2e-2 for f16 / bf16). Wherever the CPU scheme is more than
+/// 1e-4 (rel RMS) from the exact product with the dequantized weight (some column is not
+/// an outlier), the f32 device result must be too, so a kernel that skipped the int8
+/// quantization of x fails.
+pub fn int8_outlier_decomposition(dev: &Device) {
+    let mut far_from_exact = 0;
+    for (rows, cols, m) in [(7, 33, 1), (64, 4130, 3), (19, 301, 64), (3, 1, 2)] {
+        let seed = (rows * 7 + cols + m) as u64;
+        let mut base = Int8Weight::quantize(&values(seed, rows * cols), rows, cols).unwrap();
+        // A code of -128, which our quantizer never writes but other files may hold.
+        let mut codes = base.data.as_slice().to_vec();
+        codes[rows * cols - 1] = 0x80;
+        base.data = ByteView::from_vec(codes);
+        let x = int8_x_with_outliers(seed + 1, m, cols);
+        let exact = cpu::reference_matmul(&base.dequantize_f32().unwrap(), rows, cols, &x, m);
+        for threshold in [6.0, 0.0, 0.5] {
+            let w = QuantizedWeight::Int8(Int8Weight { threshold, ..base.clone() });
+            for (dtype, tol) in [(DType::F32, 1e-5), (DType::F16, 5e-3), (DType::BF16, 2e-2)] {
+                let got = check_weight_with_x(dev, &w, &x, m, dtype, tol);
+                if dtype == DType::F32 && compare(&exact, &oracle(&w, &x, m)).0 > 1e-4 {
+                    far_from_exact += 1;
+                    let (err, ..) = compare(&exact, &got);
+                    assert!(
+                        err > 1e-4,
+                        "int8 rows {rows} cols {cols} m {m} threshold {threshold}: rel RMS {err:.2e} from the \
+                         exact product: the int8 quantization of x is not applied"
+                    );
+                }
+            }
+        }
+    }
+    assert!(far_from_exact >= 8, "only {far_from_exact} cases differ from the exact product");
 }
 
 /// [`check_weight`] for a random weight quantized to `format` with default parameters.
@@ -254,6 +331,12 @@ macro_rules! gpu_case_tests {
         fn int8_f32_matches_reference() {
             let Some(dev) = $device() else { return };
             gpu_cases::sweep(&dev, QuantFormat::Int8);
+        }
+
+        #[test]
+        fn int8_outlier_decomposition_matches_cpu() {
+            let Some(dev) = $device() else { return };
+            gpu_cases::int8_outlier_decomposition(&dev);
         }
 
         #[test]

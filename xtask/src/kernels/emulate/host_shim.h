@@ -4,7 +4,9 @@
 // `static` (one copy, shared by the block's threads), `__syncthreads` a std::barrier over
 // the block, `__shfl_xor_sync` an exchange through a per-warp slot array between two
 // per-warp barriers (so every lane of a warp must reach each shuffle, as on a GPU with a
-// full mask). `atomicMin` on u64 is a compare-exchange loop on `std::atomic_ref`. Built
+// full mask; float and int overloads). `atomicMin` on u64 is a compare-exchange loop on
+// `std::atomic_ref`, `atomicOr` on u32 a `fetch_or`; `__dp4a` and the `__f*_rn`
+// intrinsics are plain host arithmetic (round to nearest on x86-64 SSE). Built
 // with g++ -std=c++20; checks index math, bounds, grid-stride loops and synchronization,
 // not GPU timing or memory-model corner cases.
 #pragma once
@@ -53,6 +55,33 @@ inline float __shfl_xor_sync(unsigned int, float v, int offset) {
     emu_warp_barriers[t / 32]->arrive_and_wait();
     return r;
 }
+
+inline int emu_shuffle_slots_int[1024];
+
+// The integer shuffle, through its own slots (no float round trip of the bits).
+inline int __shfl_xor_sync(unsigned int, int v, int offset) {
+    const unsigned int t = emu_linear_thread();
+    emu_shuffle_slots_int[t] = v;
+    emu_warp_barriers[t / 32]->arrive_and_wait();
+    const int r = emu_shuffle_slots_int[t ^ (unsigned int)offset];
+    emu_warp_barriers[t / 32]->arrive_and_wait();
+    return r;
+}
+
+inline unsigned int atomicOr(unsigned int* address, unsigned int value) {
+    return std::atomic_ref<unsigned int>(*address).fetch_or(value);
+}
+
+// Signed 4 x 8-bit dot product plus c, as the sm_61+ instruction.
+inline int __dp4a(int a, int b, int c) {
+    for (int j = 0; j < 4; ++j) c += (int)(signed char)(a >> (8 * j)) * (int)(signed char)(b >> (8 * j));
+    return c;
+}
+
+// IEEE round-to-nearest arithmetic: the host's default rounding mode (SSE, no x87).
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 
 inline unsigned long long atomicMin(unsigned long long* address, unsigned long long value) {
     std::atomic_ref<unsigned long long> target(*address);

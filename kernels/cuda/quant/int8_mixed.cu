@@ -1,10 +1,11 @@
 // int8_mixed.cu: LLM.int8 (bitsandbytes) `y [m, rows] = x [m, cols] W^T` with the
 // mixed-precision outlier decomposition, the scheme of the CPU path
 // (`Int8Weight::matmul_f32`, crates/quant/src/bnb/int8.rs):
-//   outlier column c: some row t has |x[t, c]| >= threshold (split = 1, i.e. threshold > 0);
-//   s_x[t] = max |x[t, c]| over the entries with |x| < threshold (every entry: split = 0);
+//   outlier entry: NaN or Inf, or |x| >= threshold when split = 1 (threshold > 0);
+//   outlier column c: some row t has an outlier entry x[t, c];
+//   s_x[t] = max |x[t, c]| over the entries that are not outliers;
 //   k[t] = 127 / s_x[t]; xq[t, c] = clamp(round_half_even(x[t, c] * k[t]), -127, 127),
-//     0 in outlier columns, when s_x[t] = 0, and for NaN;
+//     0 in outlier columns and when s_x[t] = 0;
 //   y[t, r] = f32(sum_c xq[t, c] * CB[r, c]) * (s_x[t] * SCB[r]) * INV_127_SQ
 //             + sum over outlier columns c of x[t, c] * ((f32(CB[r, c]) * SCB[r]) * INV_127).
 // The CUDA twin of kernels/wgsl/quant/int8_mixed.wgsl (same passes, layouts and numerics).
@@ -44,8 +45,8 @@
 //   products in the CPU's order; without outliers y equals the CPU's value bit for bit
 //   before the rounding to T. The outlier part multiplies the CPU's f32 weight value
 //   (f32(CB) * SCB) * INV_127 by x with fmaf per thread and sums by the block reduction:
-//   only its summation order differs from the CPU. NaN in x: in an outlier column it
-//   reaches y, elsewhere its code is 0; s_x ignores NaN.
+//   only its summation order differs from the CPU. NaN and Inf in x make their
+//   columns outlier columns at any threshold (an exponent-bit test), so they reach y.
 // Build with `cargo xtask kernels`; `cargo xtask kernels --emulate` runs
 // xtask/src/kernels/emulate/quant_int8_mixed.cpp against an exact host reference.
 #include "linattn_common.cuh"
@@ -105,11 +106,13 @@ __device__ __forceinline__ void int8_row_stats(const T* __restrict__ x, float* _
     for (lat_u64 t = blockIdx.x; t < m; t += gridDim.x) {
         float local_max = 0.0f;
         for (unsigned int c = threadIdx.x; c < cols; c += blockDim.x) {
-            const float magnitude = fabsf(lat_load(x, t * cols + c));
-            if (split && magnitude >= threshold) {
+            const float value = lat_load(x, t * cols + c);
+            const float magnitude = fabsf(value);
+            // NaN and Inf (all exponent bits set) are outliers at any threshold.
+            const bool non_finite = (__float_as_uint(value) & 0x7f800000u) == 0x7f800000u;
+            if (non_finite || (split && magnitude >= threshold)) {
                 atomicOr(&flags[c >> 5], 1u << (c & 31u));
             } else if (magnitude > local_max) {
-                // NaN compares false: it never becomes the maximum.
                 local_max = magnitude;
             }
         }

@@ -1,10 +1,11 @@
 // quant/int8_mixed.wgsl: LLM.int8 (bitsandbytes) `y [m, rows] = x [m, cols] W^T` with the
 // mixed-precision outlier decomposition, the scheme of the CPU path
 // (`Int8Weight::matmul_f32`, crates/quant/src/bnb/int8.rs):
-//   outlier column c: some row t has |x[t, c]| >= threshold (split = 1, i.e. threshold > 0);
-//   s_x[t] = max |x[t, c]| over the entries with |x| < threshold (every entry: split = 0);
+//   outlier entry: NaN or Inf, or |x| >= threshold when split = 1 (threshold > 0);
+//   outlier column c: some row t has an outlier entry x[t, c];
+//   s_x[t] = max |x[t, c]| over the entries that are not outliers;
 //   k[t] = 127 / s_x[t]; xq[t, c] = clamp(round_half_even(x[t, c] * k[t]), -127, 127),
-//     0 in outlier columns, when s_x[t] = 0, and for NaN;
+//     0 in outlier columns and when s_x[t] = 0;
 //   y[t, r] = f32(sum_c xq[t, c] * CB[r, c]) * (s_x[t] * SCB[r]) * INV_127_SQ
 //             + sum over outlier columns c of x[t, c] * ((f32(CB[r, c]) * SCB[r]) * INV_127).
 //
@@ -58,8 +59,9 @@
 //   times x in f32 (fma), summed per invocation and by the tree in f32: only its
 //   summation order differs from the CPU, which adds the outlier terms to the integer
 //   part one by one. The output is rounded once to DTYPE.
-// - NaN in x: in an outlier column it reaches y; elsewhere its code is 0 (the CPU's
-//   `NaN as i8`). s_x ignores NaN (like f32::max).
+// - NaN and Inf in x make their columns outlier columns at any threshold, so they reach y
+//   through the f32 part as in a dense product (the test is on the exponent bits, not a
+//   float compare an implementation could assume finite).
 
 //#import common/elements.wgsl
 
@@ -231,13 +233,15 @@ fn int8_row_stats(
     let row0 = t * params.cols;
     var local_max = 0.0;
     for (var c = local; c < params.cols; c += WORKGROUP) {
-        let magnitude = abs(load_x(row0 + c));
-        if params.split == 1u && magnitude >= params.threshold {
+        let value = load_x(row0 + c);
+        let magnitude = abs(value);
+        // NaN and Inf (all exponent bits set) are outliers at any threshold.
+        let non_finite = (bitcast<u32>(value) & 0x7f800000u) == 0x7f800000u;
+        if non_finite || (params.split == 1u && magnitude >= params.threshold) {
             if (c >> 5u) < arrayLength(&flags) {
                 atomicOr(&flags[c >> 5u], 1u << (c & 31u));
             }
         } else if magnitude > local_max {
-            // NaN compares false: it never becomes the maximum.
             local_max = magnitude;
         }
     }

@@ -8,8 +8,9 @@
 //! row). Error bound: `|W - W'| <= SCB / 254` per element (+1 ulp).
 //!
 //! Matmul `y = x W^T` with threshold `t` (6.0 default; 0 disables the split): the
-//! input columns where any row has `|x| >= t` are outlier columns, computed in f32
-//! against the dequantized weight columns. The other columns are quantized row-wise
+//! input columns where any row has `|x| >= t`, or a NaN or Inf at any threshold, are
+//! outlier columns, computed in f32 against the dequantized weight columns (so a
+//! non-finite activation reaches its row of y as in a dense product). The other columns are quantized row-wise
 //! (`s_x = max|x[t, c]|` over non-outlier entries, `xq = round(x * 127 / s_x)`),
 //! multiplied int8 x int8 -> i32, and rescaled by `s_x * SCB / 127^2`. The two parts
 //! are summed. Extra error of the int8 part: `|dy| <= (s_x/254) * sum|W'| +
@@ -131,7 +132,9 @@ impl Int8Weight {
                 "int8 matmul: {cols} columns exceed the {MAX_I8_DOT_LEN} whose i8 dot products fit in i32"
             )));
         }
-        let is_outlier_entry = |v: f32| threshold > 0.0 && v.abs() >= threshold;
+        // NaN and Inf entries are outliers at any threshold: the f32 part carries them to
+        // the output (as a dense product would) instead of rounding them to a code.
+        let is_outlier_entry = |v: f32| !v.is_finite() || (threshold > 0.0 && v.abs() >= threshold);
         let mut outlier_col = vec![false; cols];
         for t in 0..m {
             for c in 0..cols {

@@ -105,6 +105,18 @@ fn non_finite_activations_reach_the_output() {
             assert!(y.iter().all(|v| !v.is_finite()), "q4_0 {kernel:?} with {bad} in x: {y:?}");
         }
     }
+    // LLM.int8 (CPU scheme): a NaN or Inf entry is an outlier at any threshold, so its
+    // row of y is non-finite and the other rows are untouched.
+    let int8 = crate::bnb::Int8Weight::quantize(&w, rows, cols).unwrap();
+    for threshold in [6.0, 0.0] {
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut x = rand_vec(2 * cols, 12);
+            x[cols + 40] = bad;
+            let y = int8.matmul_f32(&x, 2, threshold).unwrap();
+            assert!(y[..rows].iter().all(|v| v.is_finite()), "int8 threshold {threshold}: clean row {y:?}");
+            assert!(y[rows..].iter().all(|v| !v.is_finite()), "int8 threshold {threshold} with {bad}: {y:?}");
+        }
+    }
     let mut nan_code = q.clone();
     nan_code.code = [f32::NAN; 16];
     let mut y = vec![0.0; rows];

@@ -149,6 +149,34 @@ pub fn int8_outlier_decomposition(dev: &Device) {
     assert!(far_from_exact >= 8, "only {far_from_exact} cases differ from the exact product");
 }
 
+/// LLM.int8 with NaN and infinite activations: they are outlier entries at any threshold,
+/// so their rows of y are NaN (or infinite) on the GPU exactly where they are on the CPU,
+/// and every other output matches the CPU scheme.
+pub fn int8_non_finite_x(dev: &Device) {
+    let (rows, cols, m) = (9, 70, 4);
+    let base = Int8Weight::quantize(&values(91, rows * cols), rows, cols).unwrap();
+    let mut x = values(92, m * cols);
+    x[5] = f32::NAN; // row 0
+    x[cols + 9] = f32::INFINITY; // row 1
+    x[3 * cols + 11] = f32::NEG_INFINITY; // row 3
+    for threshold in [6.0, 0.0] {
+        let w = QuantizedWeight::Int8(Int8Weight { threshold, ..base.clone() });
+        let cpu_y = oracle(&w, &x, m);
+        assert!(cpu_y[..rows].iter().all(|v| v.is_nan()), "threshold {threshold}: CPU row 0 {:?}", &cpu_y[..rows]);
+        assert!(cpu_y[2 * rows..3 * rows].iter().all(|v| v.is_finite()), "threshold {threshold}: CPU row 2");
+        let xd = Tensor::from_f32(&x, DType::F32, [m, cols]).unwrap().to_device(dev).unwrap();
+        let gpu_y = w.to_device(dev).unwrap().matmul(&xd).unwrap().to_f32_vec().unwrap();
+        for (i, (&c, &g)) in cpu_y.iter().zip(&gpu_y).enumerate() {
+            let same = if c.is_finite() {
+                (c - g).abs() <= 1e-4 * (1.0 + c.abs())
+            } else {
+                c.is_nan() == g.is_nan() && (c.is_nan() || c == g)
+            };
+            assert!(same, "threshold {threshold}: output {i} (token {}, row {}): CPU {c}, GPU {g}", i / rows, i % rows);
+        }
+    }
+}
+
 /// [`check_weight`] for a random weight quantized to `format` with default parameters.
 pub fn check(dev: &Device, format: QuantFormat, rows: usize, cols: usize, m: usize, dtype: DType, tol: f64) {
     let seed = (rows * 131 + cols * 7 + m) as u64;
@@ -337,6 +365,12 @@ macro_rules! gpu_case_tests {
         fn int8_outlier_decomposition_matches_cpu() {
             let Some(dev) = $device() else { return };
             gpu_cases::int8_outlier_decomposition(&dev);
+        }
+
+        #[test]
+        fn int8_non_finite_activations_reach_the_output() {
+            let Some(dev) = $device() else { return };
+            gpu_cases::int8_non_finite_x(&dev);
         }
 
         #[test]

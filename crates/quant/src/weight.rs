@@ -273,12 +273,12 @@ impl QuantizedWeight {
     }
 
     /// Decode matvec into a preallocated output, `y = W x` (`x`: `cols`, `y`: `rows`).
-    /// Q8_0/Q4_0/Q4_K quantize `x` once to 8-bit blocks and run integer dot products
+    /// The ggml formats quantize `x` once to 8-bit blocks and run integer dot products
     /// (`cpu::ggml_matvec_q8_into`, llama.cpp's scheme; use `matmul_into` with `m = 1`
     /// for f32 activations); NF4/FP4 quantize `x` and the code table to 15-bit codes and
     /// run integer dot products (`cpu::fourbit_matvec_q16_into`; `matmul_into` with
-    /// `m = 1` keeps f32); Q6_K and FP8 use fused f32 kernels; LLM.int8 uses its
-    /// mixed-precision product.
+    /// `m = 1` keeps f32); FP8 uses its fused f32 kernel; LLM.int8 its mixed-precision
+    /// product.
     pub fn matvec_into(&self, kernel: CpuKernel, x: &[f32], y: &mut [f32]) -> Result<()> {
         self.validate()?;
         let (rows, cols) = (self.rows(), self.cols());

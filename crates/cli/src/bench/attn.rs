@@ -27,7 +27,7 @@
 //! Decode records (`<op>_step`): `--decode-batch` sequences, one token each, from a
 //! non-zero f32 state. `gbps` is the state traffic (read + write of `[N, H, K', V]`, plus
 //! z and, for `window_linear_step`, a read of the W-token KV cache), reported as a fraction
-//! of this machine's memory read bandwidth measured in the same run.
+//! of the device's memory read bandwidth measured in the same run (`device_bw`).
 
 use std::process::ExitCode;
 
@@ -38,7 +38,7 @@ use linattn_attn::{
 use linattn_tensor::{DType, Device, Error, Result, Tensor};
 use serde_json::{Value, json};
 
-use super::{membw, peer, report, timing};
+use super::{device_bw, peer, report, timing};
 
 /// Ops this benchmark knows.
 const OPS: [&str; 5] = ["simple_gla", "gla", "linear_attn", "window_linear", "hedgehog"];
@@ -428,9 +428,17 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let mut decode = Vec::new();
     let mut bandwidth = None;
     if args.decode_batch > 0 {
-        let gbps = membw::read_bandwidth_gbps(5);
+        let gbps = match device_bw::read_bandwidth(&device, 5) {
+            Ok(bw) => {
+                report::emit(&bw.record(&device));
+                bw.gbps
+            }
+            Err(e) => {
+                report::emit(&json!({ "op": "memory_read", "device": device.to_string(), "error": e.to_string() }));
+                f64::NAN
+            }
+        };
         bandwidth = Some(gbps);
-        report::emit(&json!({ "op": "memory_read", "device": "cpu", "gbps": gbps, "bytes": membw::SCAN_BYTES }));
         let shape = Shape {
             batch: args.decode_batch,
             seq_len: 1,
@@ -522,7 +530,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 "{header}\n\n\
                  One token for each of N sequences from a non-zero f32 state. `gbps`: state bytes read and written \
                  (`[N, H, K', V]` f32, plus z when normalized, plus the W-token cache of `window_linear_step`) per \
-                 second; peer: this machine's memory read bandwidth, measured in the same run ({:.1} GB/s).\n\n{}",
+                 second; peer: the memory read bandwidth of the bench's device ({}), measured in the same run \
+                 ({:.1} GB/s).\n\n{}",
+                device.name(),
                 bandwidth.unwrap_or(f64::NAN),
                 decode_table
             );

@@ -5,6 +5,7 @@
 
 mod adapters;
 mod attn;
+pub mod device_bw;
 pub mod membw;
 pub mod peer;
 mod quant;
@@ -30,7 +31,8 @@ enum Area {
     Adapters(adapters::Args),
     /// Linear-attention ops (prefill and decode step) against PyTorch / fla peers.
     Attn(attn::Args),
-    /// Quantized matvec/matmul against the machine's memory bandwidth.
+    /// Quantized matvec/matmul on one or more devices (`--device cpu,wgpu`) against each
+    /// device's memory bandwidth and, between devices, as speed ratios.
     Quant(quant::Args),
     /// Memory read bandwidth of this machine (the peer of bandwidth-bound kernels).
     Membw,

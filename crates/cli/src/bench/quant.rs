@@ -1,21 +1,67 @@
-//! `linattn bench quant`: quantized matvec (decode, batch 1) and small-batch matmul on
-//! the CPU, reported as weight bytes streamed per second against this machine's memory
-//! read bandwidth measured in the same run (`membw`). Target: >= 70% of it with all
-//! cores. The weight is far larger than the last-level cache, so every run streams it
-//! from memory.
+//! `linattn bench quant`: quantized matvec (decode, batch 1) and matmul `y = x W^T` on
+//! one or more devices (`--device cpu,wgpu`, `cuda,wgpu`, ...), reported as weight bytes
+//! streamed per second against each device's memory read bandwidth measured in the same
+//! run (`device_bw`), and in TFLOP/s (`2 batch out in` per product).
+//!
+//! Layout of a run: the devices are opened and their bandwidth measured first (a device
+//! that fails to open prints a JSON line with `error` and the run goes on without it).
+//! Then for each shape and format the weight is quantized once on the host and uploaded
+//! once per GPU (`QuantizedWeight::to_device`); for each batch every device is timed
+//! back to back, so the ratios of one record come from the same moment:
+//! - `ratio_vs_cpu` = CPU ms / device ms (same format, shape and batch) on GPU records
+//!   when `cpu` is listed too; on Mesa lavapipe it compares the WGSL kernels run by a
+//!   CPU Vulkan driver with the native CPU kernels;
+//! - `wgpu_vs_cuda` = CUDA ms / WebGPU ms on WebGPU records when a CUDA device is listed
+//!   (the first one listed).
+//!
+//! Numerics and counting: the weight is the same deterministic pattern in [-1, 1] on every
+//! device; x is f32 on the CPU (its kernels take f32) and `--dtype` (f32, f16, bf16) on
+//! GPUs, where accumulation is f32. `weight_bytes` is the host storage of the quantized
+//! weight (the device form of NF4/FP4/int8 may be a little larger), `gbps` =
+//! weight_bytes / median time, `fraction_of_bandwidth` = gbps / the device's bandwidth.
+//! Targets (the project issue): CPU matvec >= 70% of memory bandwidth; CUDA matvec >= 70%
+//! of HBM bandwidth on an H100, batch 64 and 512 in TFLOP/s; WGSL as ratios to CUDA on
+//! the same GPU and to the CPU on lavapipe.
+//!
+//! Batches: `--batch`, else 1 for a CPU-only run and 1,64,512 (the issue's shapes) on
+//! every device as soon as a GPU is listed. Timing: one first run (kernel compilation,
+//! allocation) picks the plan: runs slower than [`SLOW_RUN_S`] are timed 3 times with no
+//! further warm-up, others get one more warm-up and at least 7 runs and 1 s, as the
+//! CPU-only bench always did. `--max-run-s` (10 s by default) skips, with a `skipped`
+//! line, a batch whose run the same device's previous batch of that shape and format
+//! predicts (linearly in the batch) to be longer: on Mesa lavapipe a 4096x4096 matvec
+//! takes 0.1-0.5 s, so batch 64 and 512 would take minutes per format there.
+//!
+//! The last JSON line, `{"op": "bench_quant_done", "seconds": ..}`, is the run's wall time.
+//! `--update-docs FILE`: a CPU-only run rewrites the section "Quantization: CPU matvec",
+//! a run with a GPU the section "Quantization: GPU (WGSL / CUDA)".
 
 use std::process::ExitCode;
+use std::time::Instant;
 
 use linattn_quant::cpu::CpuKernel;
+use linattn_quant::gpu::{DeviceQuantizedWeight, format_on_gpu};
 use linattn_quant::{QuantFormat, QuantizedWeight};
-use linattn_tensor::{Device, Error, Result};
-use serde_json::json;
+use linattn_tensor::{DType, Device, DeviceKind, Error, Result, Tensor};
+use serde_json::{Value, json};
 
-use super::{membw, report, timing};
+use super::{device_bw, report, timing};
+
+/// A first run slower than this (seconds) is timed 3 times with no further warm-up.
+pub const SLOW_RUN_S: f64 = 0.5;
+/// Batches of a run that lists a GPU and gives no `--batch`.
+const GPU_DEFAULT_BATCHES: [usize; 3] = [1, 64, 512];
+/// Default of `--max-run-s`.
+const DEFAULT_MAX_RUN_S: f64 = 10.0;
+/// Timed passes of each device's bandwidth measure.
+const BANDWIDTH_PASSES: usize = 5;
+const CPU_SECTION: &str = "Quantization: CPU matvec";
+const GPU_SECTION: &str = "Quantization: GPU (WGSL / CUDA)";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Only cpu is benchmarked here (GPU quantized kernels: see docs/benchmarks.md).
+    /// Devices, comma-separated: cpu, wgpu, cuda or cuda:N (e.g. cpu,wgpu or cpu,cuda,wgpu).
+    /// List cpu with a GPU to get `ratio_vs_cpu`, cuda with wgpu to get `wgpu_vs_cuda`.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Formats to time.
@@ -27,75 +73,688 @@ pub struct Args {
     /// CPU kernel: scalar, avx2 or avx512 (default: the fastest this CPU supports).
     #[arg(long)]
     kernel: Option<String>,
-    /// Batch sizes (1 = matvec).
-    #[arg(long, value_delimiter = ',', default_value = "1")]
-    batch: Vec<usize>,
-    /// Rewrite the "Quantization" section of this markdown file.
+    /// Batch sizes (1 = matvec) [default: 1 when only cpu is listed, 1,64,512 on every
+    /// device when a GPU is listed].
+    #[arg(long, value_delimiter = ',')]
+    batch: Option<Vec<usize>>,
+    /// Dtype of x on GPU devices: f32, f16 or bf16 (the CPU kernels always take f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Skip a case whose run is predicted to take longer than this many seconds (0: never
+    /// skip). The prediction scales the same device's last measured batch of that shape
+    /// and format linearly in the batch (lavapipe needs ~6 s for 4096x4096 batch 64).
+    #[arg(long, default_value_t = DEFAULT_MAX_RUN_S)]
+    max_run_s: f64,
+    /// Rewrite a section of this markdown file: "Quantization: CPU matvec" for a CPU-only
+    /// run, "Quantization: GPU (WGSL / CUDA)" when a GPU is listed.
     #[arg(long)]
     update_docs: Option<std::path::PathBuf>,
 }
 
+/// A device named on the command line, before it is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeviceSpec {
+    Cpu,
+    Wgpu,
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// `cpu`, `wgpu` (or `webgpu`), `cuda` (or `gpu`, = `cuda:0`) or `cuda:N`.
+    fn parse(spec: &str) -> Result<DeviceSpec> {
+        let lower = spec.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "wgpu" | "webgpu" => Ok(DeviceSpec::Wgpu),
+            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
+            other => match other.strip_prefix("cuda:") {
+                Some(ordinal) => ordinal.parse().map(DeviceSpec::Cuda).map_err(|_| {
+                    Error::invalid(format!("bench quant: device `{spec}`: expected cuda:N with N a GPU index"))
+                }),
+                None => Err(Error::invalid(format!(
+                    "bench quant: unknown device `{spec}`: expected cpu, wgpu, cuda or cuda:N (comma-separated)"
+                ))),
+            },
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            DeviceSpec::Cpu => "cpu".into(),
+            DeviceSpec::Wgpu => "wgpu".into(),
+            DeviceSpec::Cuda(n) => format!("cuda:{n}"),
+        }
+    }
+
+    fn is_gpu(self) -> bool {
+        self != DeviceSpec::Cpu
+    }
+
+    fn open(self) -> Result<Device> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Wgpu => Device::wgpu(),
+            DeviceSpec::Cuda(n) => Device::cuda(n),
+        }
+    }
+}
+
+/// Parses `--device`: a non-empty comma-separated list without repeats.
+fn parse_device_list(list: &str) -> Result<Vec<DeviceSpec>> {
+    let mut specs: Vec<DeviceSpec> = Vec::new();
+    for item in list.split(',') {
+        if item.trim().is_empty() {
+            return Err(Error::invalid(format!("bench quant: empty entry in device list `{list}`")));
+        }
+        let spec = DeviceSpec::parse(item)?;
+        if specs.contains(&spec) {
+            return Err(Error::invalid(format!("bench quant: device {} is listed twice in `{list}`", spec.label())));
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
+}
+
+/// The batches to time: `--batch` when given (every entry >= 1), else 1 for a CPU-only
+/// run and [`GPU_DEFAULT_BATCHES`] when a GPU is listed.
+fn batches(given: Option<&[usize]>, specs: &[DeviceSpec]) -> Result<Vec<usize>> {
+    match given {
+        Some(list) if list.contains(&0) => Err(Error::invalid("bench quant: --batch sizes must be at least 1")),
+        Some([]) => Err(Error::invalid("bench quant: --batch is empty")),
+        Some(list) => Ok(list.to_vec()),
+        None if specs.iter().any(|s| s.is_gpu()) => Ok(GPU_DEFAULT_BATCHES.to_vec()),
+        None => Ok(vec![1]),
+    }
+}
+
 fn parse_shape(s: &str) -> Result<(usize, usize)> {
     let (a, b) = s.split_once('x').ok_or_else(|| Error::invalid(format!("shape `{s}`: expected OUTxIN")))?;
-    let parse = |v: &str| v.parse::<usize>().map_err(|_| Error::invalid(format!("shape `{s}`: `{v}` is not a number")));
-    Ok((parse(a)?, parse(b)?))
+    let parse = |v: &str| match v.trim().parse::<usize>() {
+        Ok(0) => Err(Error::invalid(format!("shape `{s}`: dimensions must be at least 1"))),
+        Ok(n) => Ok(n),
+        Err(_) => Err(Error::invalid(format!("shape `{s}`: `{v}` is not a number"))),
+    };
+    let (rows, cols) = (parse(a)?, parse(b)?);
+    rows.checked_mul(cols).ok_or_else(|| Error::invalid(format!("shape `{s}`: too many elements")))?;
+    Ok((rows, cols))
+}
+
+/// `peer_ms / ours_ms` when both are positive and finite.
+fn ratio(peer_ms: Option<f64>, ours_ms: Option<f64>) -> Option<f64> {
+    let (p, o) = (peer_ms?, ours_ms?);
+    (p.is_finite() && o.is_finite() && p > 0.0 && o > 0.0).then(|| p / o)
+}
+
+/// Peer ratios of one case, in the order of `timings` (device kind, median ms if it ran):
+/// `(ratio_vs_cpu, wgpu_vs_cuda)`; the CPU's own `ratio_vs_cpu` and non-WebGPU
+/// `wgpu_vs_cuda` are `None`. The first CUDA device listed is the CUDA peer.
+fn peer_ratios(timings: &[(DeviceKind, Option<f64>)]) -> Vec<(Option<f64>, Option<f64>)> {
+    let first_ms = |kind: DeviceKind| timings.iter().find(|(k, _)| *k == kind).and_then(|(_, ms)| *ms);
+    let (cpu_ms, cuda_ms) = (first_ms(DeviceKind::Cpu), first_ms(DeviceKind::Cuda));
+    timings
+        .iter()
+        .map(|&(kind, ms)| {
+            let vs_cpu = if kind == DeviceKind::Cpu { None } else { ratio(cpu_ms, ms) };
+            let vs_cuda = if kind == DeviceKind::Wgpu { ratio(cuda_ms, ms) } else { None };
+            (vs_cpu, vs_cuda)
+        })
+        .collect()
+}
+
+/// Seconds one run of `batch` should take, scaled linearly from the last measured
+/// `(batch, median ms)` of the same device, shape and format.
+fn predicted_run_s(last_measured: Option<(usize, f64)>, batch: usize) -> Option<f64> {
+    let (last_batch, last_ms) = last_measured?;
+    (last_batch > 0 && last_ms.is_finite()).then(|| last_ms * 1e-3 * batch as f64 / last_batch as f64)
+}
+
+/// Whether a predicted run time is over the `--max-run-s` budget (0 = no budget).
+fn over_budget(predicted_s: Option<f64>, max_run_s: f64) -> bool {
+    max_run_s > 0.0 && predicted_s.is_some_and(|p| p > max_run_s)
+}
+
+/// Warm-up and run counts chosen from the first run's seconds (see the module header).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct RunPlan {
+    warmup: usize,
+    min_runs: usize,
+    min_total_s: f64,
+}
+
+impl RunPlan {
+    fn after_first_run(first_s: f64) -> RunPlan {
+        if first_s > SLOW_RUN_S {
+            RunPlan { warmup: 0, min_runs: 3, min_total_s: 0.0 }
+        } else {
+            RunPlan { warmup: 1, min_runs: 7, min_total_s: 1.0 }
+        }
+    }
+}
+
+fn time_case(device: &Device, mut f: impl FnMut() -> Result<()>) -> Result<timing::Timing> {
+    let start = Instant::now();
+    f()?;
+    device.synchronize()?;
+    let plan = RunPlan::after_first_run(start.elapsed().as_secs_f64());
+    timing::time_runs(device, plan.warmup, plan.min_runs, plan.min_total_s, f)
+}
+
+/// An opened device with its bandwidth measured in this run.
+struct BenchDevice {
+    device: Device,
+    bandwidth: Option<device_bw::DeviceBandwidth>,
+}
+
+impl BenchDevice {
+    fn bandwidth_gbps(&self) -> Option<f64> {
+        self.bandwidth.as_ref().map(|b| b.gbps)
+    }
+
+    /// `base` with this device's name and id.
+    fn tag(&self, base: &Value) -> Value {
+        let mut line = base.clone();
+        line["device"] = json!(self.device.name());
+        line["device_id"] = json!(self.device.to_string());
+        line
+    }
+}
+
+/// The weight of one (shape, format) in the form each device runs it.
+enum PreparedWeight {
+    Cpu,
+    Gpu(Box<DeviceQuantizedWeight>),
+    /// No kernel or a failed upload: already reported, nothing to time.
+    Unavailable,
+}
+
+/// One measurement: a quantized weight and a batch.
+struct Case<'w> {
+    weight: &'w QuantizedWeight,
+    rows: usize,
+    cols: usize,
+    batch: usize,
+}
+
+impl Case<'_> {
+    /// The fields that name the case.
+    fn base(&self) -> Value {
+        json!({ "format": self.weight.format().name(), "out": self.rows, "in": self.cols, "batch": self.batch })
+    }
+}
+
+/// What one device measured for a case.
+struct Measured {
+    timing: timing::Timing,
+    kernel: String,
+    dtype: DType,
+}
+
+/// Times `case` on `dev` with its prepared weight.
+fn measure(
+    dev: &BenchDevice,
+    prepared: &PreparedWeight,
+    case: &Case,
+    cpu_kernel: CpuKernel,
+    gpu_dtype: DType,
+) -> Result<Measured> {
+    let (rows, cols, batch, weight) = (case.rows, case.cols, case.batch, case.weight);
+    let x: Vec<f32> = (0..batch * cols).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+    match prepared {
+        PreparedWeight::Cpu => {
+            let mut y = vec![0f32; batch * rows];
+            let timing = time_case(&dev.device, || {
+                if batch == 1 {
+                    weight.matvec_into(cpu_kernel, &x, &mut y)
+                } else {
+                    weight.matmul_into(cpu_kernel, &x, batch, &mut y)
+                }
+            })?;
+            Ok(Measured { timing, kernel: format!("{cpu_kernel:?}"), dtype: DType::F32 })
+        }
+        PreparedWeight::Gpu(w) => {
+            let x = Tensor::from_f32(&x, gpu_dtype, [batch, cols])?.to_device(&dev.device)?;
+            let timing = time_case(&dev.device, || w.matmul(&x).map(|_| ()))?;
+            let kernel = if matches!(dev.device, Device::Cuda(_)) { "cuda" } else { "wgsl" };
+            Ok(Measured { timing, kernel: kernel.into(), dtype: gpu_dtype })
+        }
+        PreparedWeight::Unavailable => Err(Error::invalid("bench quant: no weight on this device")),
+    }
+}
+
+/// Uploads `weight` to a GPU `dev` (the CPU uses it as it is); a format without kernels
+/// there or a failed upload prints a `skipped` / `error` line and gives `Unavailable`.
+fn prepare(
+    dev: &BenchDevice,
+    weight: &QuantizedWeight,
+    shape_fields: &Value,
+    problems: &mut Vec<String>,
+) -> PreparedWeight {
+    let format = weight.format();
+    if matches!(dev.device, Device::Cpu) {
+        return PreparedWeight::Cpu;
+    }
+    let mut line = dev.tag(shape_fields);
+    if !format_on_gpu(format, &dev.device) {
+        let why = format!("no {format} kernel on {}", dev.device);
+        problems.push(format!("{} {format} {}: {why}", dev.device, weight.shape()));
+        line["skipped"] = json!(why);
+        report::emit(&line);
+        return PreparedWeight::Unavailable;
+    }
+    match weight.to_device(&dev.device) {
+        Ok(w) => PreparedWeight::Gpu(Box::new(w)),
+        Err(e) => {
+            let why = format!("upload to {}: {e}", dev.device);
+            problems.push(format!("{} {format} {}: {why}", dev.device, weight.shape()));
+            line["error"] = json!(why);
+            report::emit(&line);
+            PreparedWeight::Unavailable
+        }
+    }
+}
+
+/// The JSON record of one timed case (with the fields the CPU-only bench always printed).
+fn case_record(dev: &BenchDevice, case: &Case, m: &Measured) -> Value {
+    let secs = m.timing.median_ms * 1e-3;
+    let bytes = case.weight.storage_bytes();
+    let gbps = bytes as f64 / secs / 1e9;
+    let mut rec = dev.tag(&case.base());
+    rec["op"] = json!(if case.batch == 1 { "matvec" } else { "matmul" });
+    rec["kernel"] = json!(m.kernel);
+    rec["dtype"] = json!(m.dtype.name());
+    rec["weight_bytes"] = json!(bytes);
+    rec["ms"] = json!(m.timing.median_ms);
+    rec["min_ms"] = json!(m.timing.min_ms);
+    rec["runs"] = json!(m.timing.runs);
+    rec["gbps"] = json!(gbps);
+    rec["memory_gbps"] = json!(dev.bandwidth_gbps());
+    rec["fraction_of_bandwidth"] = json!(dev.bandwidth_gbps().map(|bw| gbps / bw));
+    rec["tflops"] = json!(2.0 * (case.batch * case.rows * case.cols) as f64 / secs / 1e12);
+    rec
+}
+
+/// Opens each listed device and measures its bandwidth; failures are printed as JSON
+/// lines with `error` (and kept for the docs) instead of ending the run.
+fn open_devices(specs: &[DeviceSpec], problems: &mut Vec<String>) -> Vec<BenchDevice> {
+    let mut opened = Vec::new();
+    for &spec in specs {
+        let device = match spec.open() {
+            Ok(d) => d,
+            Err(e) => {
+                report::emit(&json!({ "op": "open_device", "device": spec.label(), "error": e.to_string() }));
+                problems.push(format!("{}: could not open: {e}", spec.label()));
+                continue;
+            }
+        };
+        let bandwidth = match device_bw::read_bandwidth(&device, BANDWIDTH_PASSES) {
+            Ok(bw) => {
+                report::emit(&bw.record(&device));
+                Some(bw)
+            }
+            Err(e) => {
+                report::emit(&json!({ "op": "memory_read", "device": spec.label(), "error": e.to_string() }));
+                problems.push(format!("{}: bandwidth not measured: {e}", spec.label()));
+                None
+            }
+        };
+        opened.push(BenchDevice { device, bandwidth });
+    }
+    opened
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
-    let device = Device::parse(&args.device)?;
-    if !matches!(device, Device::Cpu) {
-        return Err(Error::NotImplementedOnDevice { op: "bench quant", device: device.to_string() });
+    let started = Instant::now();
+    let specs = parse_device_list(&args.device)?;
+    let batch_sizes = batches(args.batch.as_deref(), &specs)?;
+    let shapes = args.shapes.iter().map(|s| parse_shape(s)).collect::<Result<Vec<_>>>()?;
+    let formats = args.formats.iter().map(|f| QuantFormat::parse(f)).collect::<Result<Vec<_>>>()?;
+    let gpu_dtype = DType::parse(&args.dtype)?;
+    if !gpu_dtype.is_compute_float() {
+        return Err(Error::invalid(format!("bench quant: --dtype {gpu_dtype}: expected f32, f16 or bf16")));
     }
-    let bandwidth = membw::read_bandwidth_gbps(5);
-    report::emit(&json!({ "op": "memory_read", "device": "cpu", "gbps": bandwidth }));
+    if args.max_run_s.is_nan() || args.max_run_s < 0.0 {
+        return Err(Error::invalid(format!("bench quant: --max-run-s {}: expected seconds >= 0", args.max_run_s)));
+    }
     let kernel = match &args.kernel {
         Some(name) => CpuKernel::parse(name)?,
         None => CpuKernel::detect(),
     };
+    let mut problems = Vec::new();
+    let devices = open_devices(&specs, &mut problems);
+    if devices.is_empty() {
+        return Ok(ExitCode::FAILURE);
+    }
     let mut records = Vec::new();
-    for shape in &args.shapes {
-        let (rows, cols) = parse_shape(shape)?;
+    for &(rows, cols) in &shapes {
         let values: Vec<f32> =
             (0..rows * cols).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
-        for format in &args.formats {
-            let weight = QuantizedWeight::quantize(&values, [rows, cols], QuantFormat::parse(format)?)?;
-            let bytes = weight.storage_bytes();
-            for &m in &args.batch {
-                let x: Vec<f32> = (0..m * cols).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
-                let mut y = vec![0f32; m * rows];
-                let t = timing::time_runs(&device, 2, 7, 1.0, || {
-                    if m == 1 {
-                        weight.matvec_into(kernel, &x, &mut y)
-                    } else {
-                        weight.matmul_into(kernel, &x, m, &mut y)
+        for &format in &formats {
+            let weight = QuantizedWeight::quantize(&values, [rows, cols], format)?;
+            let shape_fields = json!({ "format": format.name(), "out": rows, "in": cols });
+            let prepared: Vec<PreparedWeight> =
+                devices.iter().map(|d| prepare(d, &weight, &shape_fields, &mut problems)).collect();
+            let mut last_measured: Vec<Option<(usize, f64)>> = vec![None; devices.len()];
+            for &batch in &batch_sizes {
+                let case = Case { weight: &weight, rows, cols, batch };
+                let mut case_records = Vec::new();
+                for ((dev, prepared), last) in devices.iter().zip(&prepared).zip(&mut last_measured) {
+                    if matches!(prepared, PreparedWeight::Unavailable) {
+                        continue;
                     }
-                })?;
-                let gbps = bytes as f64 / (t.median_ms * 1e-3) / 1e9;
-                let rec = json!({
-                    "op": if m == 1 { "matvec" } else { "matmul" }, "device": device.name(), "format": format,
-                    "kernel": format!("{kernel:?}"), "out": rows, "in": cols, "batch": m, "weight_bytes": bytes,
-                    "ms": t.median_ms, "min_ms": t.min_ms, "gbps": gbps, "memory_gbps": bandwidth,
-                    "fraction_of_bandwidth": gbps / bandwidth,
-                    "tflops": 2.0 * (m * rows * cols) as f64 / (t.median_ms * 1e-3) / 1e12,
-                });
-                report::emit(&rec);
-                records.push(rec);
+                    let predicted_s = predicted_run_s(*last, batch);
+                    if over_budget(predicted_s, args.max_run_s) {
+                        let why = format!(
+                            "one run predicted to take {} s (from batch {}), over --max-run-s {}",
+                            three_significant(predicted_s.unwrap_or(f64::NAN)),
+                            last.map_or(0, |(b, _)| b),
+                            args.max_run_s
+                        );
+                        problems.push(format!("{} {format} {rows}x{cols} batch {batch}: {why}", dev.device));
+                        let mut line = dev.tag(&case.base());
+                        line["skipped"] = json!(why);
+                        case_records.push((dev.device.kind(), line));
+                        continue;
+                    }
+                    let rec = match measure(dev, prepared, &case, kernel, gpu_dtype) {
+                        Ok(measured) => {
+                            *last = Some((batch, measured.timing.median_ms));
+                            case_record(dev, &case, &measured)
+                        }
+                        Err(e) => {
+                            problems.push(format!("{} {format} {rows}x{cols} batch {batch}: {e}", dev.device));
+                            let mut rec = dev.tag(&case.base());
+                            rec["error"] = json!(e.to_string());
+                            rec
+                        }
+                    };
+                    case_records.push((dev.device.kind(), rec));
+                }
+                let timings: Vec<(DeviceKind, Option<f64>)> =
+                    case_records.iter().map(|(kind, rec)| (*kind, rec.get("ms").and_then(Value::as_f64))).collect();
+                for ((_, mut rec), (vs_cpu, vs_cuda)) in case_records.into_iter().zip(peer_ratios(&timings)) {
+                    if let Some(r) = vs_cpu {
+                        rec["ratio_vs_cpu"] = json!(r);
+                    }
+                    if let Some(r) = vs_cuda {
+                        rec["wgpu_vs_cuda"] = json!(r);
+                    }
+                    report::emit(&rec);
+                    records.push(rec);
+                }
             }
         }
     }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    report::emit(&json!({ "op": "bench_quant_done", "seconds": elapsed_s }));
     if let Some(path) = &args.update_docs {
-        let body = format!(
-            "Machine: {}. Date: {}. Commit: {}. Command: `linattn bench quant`. Peer: memory read bandwidth \
-             measured in the same run: {bandwidth:.2} GB/s. Target: matvec at >= 70% of it.\n\n{}",
-            report::machine(),
-            report::today(),
-            report::commit(),
-            report::markdown_table(
-                &records,
-                &["op", "format", "kernel", "out", "in", "batch", "ms", "gbps", "fraction_of_bandwidth"]
-            )
-        );
-        report::update_markdown_section(path, "Quantization: CPU matvec", &body)?;
+        if specs.iter().any(|s| s.is_gpu()) {
+            let body = gpu_section(
+                &RunOutcome {
+                    specs: &specs,
+                    devices: &devices,
+                    records: &records,
+                    problems: &problems,
+                    batch_sizes: &batch_sizes,
+                    elapsed_s,
+                },
+                gpu_dtype,
+                args.max_run_s,
+            );
+            report::update_markdown_section(path, GPU_SECTION, &body)?;
+        } else {
+            let bandwidth = devices.first().and_then(BenchDevice::bandwidth_gbps).unwrap_or(f64::NAN);
+            report::update_markdown_section(path, CPU_SECTION, &cpu_section(bandwidth, &records))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `x` with three significant digits (no exponent): lavapipe ratios reach 1e-3 and less,
+/// which the table's fixed three decimals would round away.
+fn three_significant(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return x.to_string();
+    }
+    let decimals = (2 - x.abs().log10().floor() as i64).clamp(0, 9) as usize;
+    format!("{x:.decimals$}")
+}
+
+/// A copy of `record` whose float fields among `columns` are strings of three significant
+/// digits (integers stay as they are).
+fn with_significant_digits(record: &Value, columns: &[&str]) -> Value {
+    let mut row = record.clone();
+    for c in columns {
+        if let Some(Value::Number(n)) = record.get(*c)
+            && n.is_f64()
+        {
+            row[*c] = json!(three_significant(n.as_f64().unwrap_or(f64::NAN)));
+        }
+    }
+    row
+}
+
+/// The records that hold a time (not the `skipped` / `error` lines).
+fn timed_records(records: &[Value]) -> Vec<Value> {
+    records.iter().filter(|r| r.get("ms").is_some()).cloned().collect()
+}
+
+/// The CPU-only section, as this bench always wrote it.
+fn cpu_section(bandwidth: f64, records: &[Value]) -> String {
+    format!(
+        "Machine: {}. Date: {}. Commit: {}. Command: `linattn bench quant`. Peer: memory read bandwidth \
+         measured in the same run: {bandwidth:.2} GB/s. Target: matvec at >= 70% of it.\n\n{}",
+        report::machine(),
+        report::today(),
+        report::commit(),
+        report::markdown_table(
+            &timed_records(records),
+            &["op", "format", "kernel", "out", "in", "batch", "ms", "gbps", "fraction_of_bandwidth"]
+        )
+    )
+}
+
+/// The command line of this process with the binary named `linattn`, quoted for a shell.
+fn command_line() -> String {
+    let plain = |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || ",._:/=+-".contains(c));
+    std::iter::once("linattn".to_string())
+        .chain(std::env::args().skip(1).map(|a| if plain(&a) { a } else { format!("'{}'", a.replace('\'', "'\\''")) }))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What a run measured, for its docs section.
+#[derive(Clone, Copy)]
+struct RunOutcome<'a> {
+    specs: &'a [DeviceSpec],
+    devices: &'a [BenchDevice],
+    records: &'a [Value],
+    problems: &'a [String],
+    batch_sizes: &'a [usize],
+    elapsed_s: f64,
+}
+
+/// The section of a run that lists a GPU: machine, command, peers, table, notes.
+fn gpu_section(outcome: &RunOutcome, gpu_dtype: DType, max_run_s: f64) -> String {
+    let RunOutcome { specs, devices, records, problems, batch_sizes, elapsed_s } = *outcome;
+    let bandwidths: String = devices
+        .iter()
+        .map(|d| {
+            let who = match d.device {
+                Device::Cpu => d.device.name(),
+                _ => format!("`{}`, {}", d.device, d.device.name()),
+            };
+            let how = d.bandwidth.as_ref().map_or_else(
+                || "not measured".to_string(),
+                |b| {
+                    format!(
+                        "{:.2} GB/s ({}, {} MiB x {} per pass, best of {} passes)",
+                        b.gbps,
+                        b.method,
+                        b.buffer_bytes >> 20,
+                        b.scans_per_pass,
+                        b.passes
+                    )
+                },
+            );
+            format!("  - {who}: {how}\n")
+        })
+        .collect();
+    let x_dtype = if gpu_dtype == DType::F32 {
+        "x is f32 on every device".to_string()
+    } else {
+        format!("x is {} on GPUs and f32 on the CPU", gpu_dtype.name())
+    };
+    let mut body = format!(
+        "Machine: {}. Date: {}. Commit: {}. Command: `{}` (batches {}; {elapsed_s:.0} s in all).\n\n\
+         Peers measured in the same run:\n\
+         - each device's memory read bandwidth, the base of `fraction_of_bandwidth` (GPU buffers: 256 MiB or the \
+         device's largest storage binding; see `crates/cli/src/bench/device_bw.rs`):\n{bandwidths}\
+         - `ratio_vs_cpu` = CPU ms / device ms for the same format, shape and batch, timed back to back with the \
+         CPU;\n\
+         - `wgpu_vs_cuda` = CUDA ms / WebGPU ms, likewise.\n\n\
+         {x_dtype}; `gbps` counts the quantized weight's bytes; `--max-run-s` skips batches predicted to run \
+         longer than {} s (listed below). Targets: CUDA matvec at >= 70% of HBM bandwidth on an H100, batch 64 \
+         and 512 in TFLOP/s.\n\n",
+        report::machine(),
+        report::today(),
+        report::commit(),
+        command_line(),
+        batch_sizes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        max_run_s,
+    );
+    if devices.iter().any(|d| matches!(&d.device, Device::Wgpu(_)) && d.device.name().contains("llvmpipe")) {
+        body.push_str(
+            "The WebGPU adapter here is Mesa lavapipe (llvmpipe), a Vulkan driver that runs on the CPU: \
+             `ratio_vs_cpu` says how the WGSL kernels do on this CPU against the native CPU kernels, not how \
+             they do on a GPU. ",
+        );
+    }
+    if !devices.iter().any(|d| matches!(d.device, Device::Cuda(_))) {
+        let why = if specs.iter().any(|s| matches!(s, DeviceSpec::Cuda(_))) {
+            "the CUDA device listed did not open".to_string()
+        } else {
+            match Device::cuda(0) {
+                Ok(_) => "no CUDA device was listed, though one opens here".to_string(),
+                Err(e) => format!("none was available: {e}"),
+            }
+        };
+        body.push_str(&format!(
+            "No CUDA figures and no `wgpu_vs_cuda` ({why}): they need a machine with an NVIDIA GPU, \
+             `linattn bench quant --device cpu,cuda,wgpu --update-docs docs/benchmarks.md`."
+        ));
+    }
+    let columns = [
+        "op",
+        "device_id",
+        "format",
+        "dtype",
+        "out",
+        "in",
+        "batch",
+        "ms",
+        "gbps",
+        "fraction_of_bandwidth",
+        "tflops",
+        "ratio_vs_cpu",
+        "wgpu_vs_cuda",
+    ];
+    let rows: Vec<Value> = timed_records(records).iter().map(|r| with_significant_digits(r, &columns)).collect();
+    body.push_str(&format!("\n\n{}", report::markdown_table(&rows, &columns)));
+    if !problems.is_empty() {
+        body.push_str("\nNot measured:\n");
+        for p in problems {
+            body.push_str(&format!("- {p}\n"));
+        }
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_lists_parse_and_reject_bad_entries() {
+        assert_eq!(parse_device_list("cpu").unwrap(), vec![DeviceSpec::Cpu]);
+        assert_eq!(
+            parse_device_list("cpu, WGPU,cuda:1").unwrap(),
+            vec![DeviceSpec::Cpu, DeviceSpec::Wgpu, DeviceSpec::Cuda(1)]
+        );
+        assert_eq!(parse_device_list("gpu").unwrap(), vec![DeviceSpec::Cuda(0)]);
+        for (bad, names) in [("tpu", "tpu"), ("cpu,,wgpu", "empty"), ("cuda:x", "cuda:x"), ("cpu,cpu", "twice")] {
+            let err = parse_device_list(bad).unwrap_err().to_string();
+            assert!(err.contains(names), "{bad}: {err}");
+        }
+        assert!(parse_device_list("cuda,cuda:0").unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn default_batches_follow_the_device_list() {
+        let cpu = [DeviceSpec::Cpu];
+        let mixed = [DeviceSpec::Cpu, DeviceSpec::Wgpu];
+        assert_eq!(batches(None, &cpu).unwrap(), vec![1]);
+        assert_eq!(batches(None, &mixed).unwrap(), vec![1, 64, 512]);
+        assert_eq!(batches(None, &[DeviceSpec::Cuda(0)]).unwrap(), vec![1, 64, 512]);
+        assert_eq!(batches(Some(&[1, 8]), &mixed).unwrap(), vec![1, 8]);
+        assert!(batches(Some(&[1, 0]), &cpu).is_err());
+        assert!(batches(Some(&[]), &cpu).is_err());
+    }
+
+    #[test]
+    fn shapes_parse_and_reject_bad_input() {
+        assert_eq!(parse_shape("14336x4096").unwrap(), (14336, 4096));
+        for bad in ["4096", "ax4096", "0x4096", "4096x", "18446744073709551615x2"] {
+            assert!(parse_shape(bad).unwrap_err().to_string().contains(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ratios_compare_with_the_cpu_and_the_first_cuda_device() {
+        let timings = [
+            (DeviceKind::Cpu, Some(10.0)),
+            (DeviceKind::Cuda, Some(0.5)),
+            (DeviceKind::Wgpu, Some(2.0)),
+            (DeviceKind::Cuda, Some(1.0)),
+        ];
+        let r = peer_ratios(&timings);
+        assert_eq!(r[0], (None, None));
+        assert_eq!(r[1], (Some(20.0), None));
+        assert_eq!(r[2], (Some(5.0), Some(0.25)));
+        assert_eq!(r[3], (Some(10.0), None));
+    }
+
+    #[test]
+    fn ratios_are_absent_without_a_peer_or_a_time() {
+        let r = peer_ratios(&[(DeviceKind::Wgpu, Some(2.0)), (DeviceKind::Cpu, None)]);
+        assert_eq!(r, vec![(None, None), (None, None)]);
+        assert_eq!(ratio(Some(1.0), Some(0.0)), None);
+        assert_eq!(ratio(Some(f64::NAN), Some(1.0)), None);
+        assert_eq!(ratio(Some(3.0), Some(1.5)), Some(2.0));
+    }
+
+    #[test]
+    fn runs_over_the_budget_are_predicted_from_the_last_batch() {
+        assert_eq!(predicted_run_s(None, 512), None);
+        assert_eq!(predicted_run_s(Some((64, 6000.0)), 512), Some(48.0));
+        assert!(over_budget(Some(48.0), 10.0));
+        assert!(!over_budget(Some(48.0), 0.0));
+        assert!(!over_budget(Some(9.0), 10.0));
+        assert!(!over_budget(None, 10.0));
+    }
+
+    #[test]
+    fn table_numbers_keep_three_significant_digits() {
+        assert_eq!(three_significant(0.0013736), "0.00137");
+        assert_eq!(three_significant(1.097), "1.10");
+        assert_eq!(three_significant(6083.9), "6084");
+        assert_eq!(three_significant(0.0), "0");
+        let row = with_significant_digits(&json!({ "ms": 0.024927, "batch": 64, "op": "matvec" }), &["ms", "batch"]);
+        assert_eq!(row, json!({ "ms": "0.0249", "batch": 64, "op": "matvec" }));
+    }
+
+    #[test]
+    fn slow_first_runs_get_three_runs() {
+        assert_eq!(RunPlan::after_first_run(2.0), RunPlan { warmup: 0, min_runs: 3, min_total_s: 0.0 });
+        assert_eq!(RunPlan::after_first_run(0.01), RunPlan { warmup: 1, min_runs: 7, min_total_s: 1.0 });
+    }
 }

@@ -25,6 +25,37 @@ impl CpuBuffer {
         CpuBuffer { words, len }
     }
 
+    /// A buffer of `len` bytes written by `fill` instead of being zeroed first: for
+    /// outputs that a kernel overwrites completely, where zeroing 8 MB or more costs a
+    /// serial pass over memory before the parallel kernel starts. `fill` gets the
+    /// 8-byte aligned start of `len` uninitialized bytes (advised to use huge pages from
+    /// [`HUGE_PAGE_MIN_BYTES`] on, like [`Self::zeroed`]). On `Err` the memory is freed
+    /// and the error returned.
+    ///
+    /// # Safety
+    /// When `fill` returns `Ok`, it must have initialized every one of the `len` bytes,
+    /// and it must not read a byte it has not written.
+    pub unsafe fn try_filled_uninit<E>(len: usize, fill: impl FnOnce(*mut u8) -> Result<(), E>) -> Result<Self, E> {
+        let word_count = len.div_ceil(8);
+        let mut words: Vec<u64> = Vec::with_capacity(word_count);
+        let start = words.as_mut_ptr().cast::<u8>();
+        if len >= HUGE_PAGE_MIN_BYTES {
+            advise_huge_pages_raw(start as usize, len);
+        }
+        if len % 8 != 0 {
+            // SAFETY: the capacity holds `word_count` words; the last one is only partly
+            // covered by `len` bytes, so its padding bytes are zeroed here (whole-word
+            // views of the vector then never see uninitialized padding).
+            unsafe { words.as_mut_ptr().add(word_count - 1).write(0) };
+        }
+        fill(start)?;
+        // SAFETY: `fill` initialized the `len` bytes (caller contract) and the padding
+        // of the last word was zeroed above, so all `word_count` words are initialized;
+        // `word_count` is the allocated capacity.
+        unsafe { words.set_len(word_count) };
+        Ok(CpuBuffer { words, len })
+    }
+
     /// Copies `bytes` into a new aligned buffer.
     pub fn from_bytes(bytes: &[u8]) -> Self {
         let mut buf = CpuBuffer::zeroed(bytes.len());
@@ -80,21 +111,27 @@ pub const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 /// (fresh `calloc` memory from `mmap` is untouched), otherwise it only affects later
 /// faults.
 pub fn advise_huge_pages(bytes: &[u8]) {
+    advise_huge_pages_raw(bytes.as_ptr() as usize, bytes.len());
+}
+
+/// [`advise_huge_pages`] for the `len` bytes at address `addr` of one live allocation
+/// (initialized or not: madvise neither reads nor writes them).
+fn advise_huge_pages_raw(addr: usize, len: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let start = (bytes.as_ptr() as usize).next_multiple_of(HUGE);
-        let end = (bytes.as_ptr() as usize + bytes.len()) / HUGE * HUGE;
+        let start = addr.next_multiple_of(HUGE);
+        let end = (addr + len) / HUGE * HUGE;
         if end > start {
             // SAFETY: madvise with MADV_HUGEPAGE changes no memory contents and no
-            // permissions; the range lies inside `bytes`, a live allocation, and is
-            // page-aligned as madvise requires. Failure (EINVAL where THP is not
+            // permissions; the range lies inside the `len` bytes at `addr`, one live
+            // allocation (caller contract), and is page-aligned as madvise requires. Failure (EINVAL where THP is not
             // built in) is harmless and ignored.
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = bytes;
+    let _ = (addr, len);
 }
 
 impl std::fmt::Debug for CpuBuffer {
@@ -122,5 +159,33 @@ mod tests {
         assert_eq!(buf.as_slice::<f32>().unwrap().len(), 6);
         let odd = CpuBuffer::from_bytes(&[1, 2, 3]);
         assert!(odd.as_slice::<f32>().is_err());
+    }
+
+    /// The filled buffer holds what `fill` wrote (odd lengths included, their word
+    /// padding zeroed), and an error from `fill` comes back unchanged.
+    #[test]
+    fn filled_uninit_keeps_what_fill_wrote() {
+        for len in [0usize, 5, 8, 13, HUGE_PAGE_MIN_BYTES + 3] {
+            // SAFETY: the closure writes all `len` bytes and reads none.
+            let buf = unsafe {
+                CpuBuffer::try_filled_uninit(len, |p| {
+                    for i in 0..len {
+                        p.add(i).write((i % 251) as u8);
+                    }
+                    Ok::<(), String>(())
+                })
+            }
+            .unwrap();
+            assert_eq!(buf.len(), len);
+            assert!(buf.as_bytes().iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "len {len}");
+            assert_eq!(buf.words.len(), len.div_ceil(8));
+            if len % 8 != 0 {
+                let last = buf.words[len / 8].to_le_bytes();
+                assert!(last[len % 8..].iter().all(|&b| b == 0), "padding of len {len}");
+            }
+        }
+        // SAFETY: the closure writes nothing and fails, so nothing is read.
+        let err = unsafe { CpuBuffer::try_filled_uninit(64, |_| Err::<(), _>("kernel failed")) };
+        assert_eq!(err.unwrap_err(), "kernel failed");
     }
 }

@@ -45,7 +45,7 @@
 use std::arch::x86_64::*;
 
 use super::matmul::MatMut;
-use super::source::HeadSource;
+use super::source::{HeadSource, RowPrefetch};
 
 /// Tokens per block (one zmm of lanes in `kt`, `ktw` and the rows of `a`).
 pub(crate) const BLOCK: usize = 16;
@@ -76,7 +76,8 @@ fn ceil16(n: usize) -> usize {
 /// written) per block are contiguous across the group's heads in `[B, T, H, K]`
 /// instead of one 256-byte row per 2 KB page stride. `srcs[g]` is head g of the group
 /// (all on the same sequence), `states[g] [K', V(+1)]` its state in/out, `outs[g]
-/// [len, V(+1)]` its raw output rows (overwritten).
+/// [len, V(+1)]` its raw output rows (every element written, through raw pointers,
+/// and never read: they may start uninitialized).
 ///
 /// Returns false if a q, k or v value read as stored (no feature maps, no key shift)
 /// was not finite (see [`non_finite_lanes`]). Rows that pass through a feature map or
@@ -127,7 +128,7 @@ pub(crate) fn run_heads(
                 kt.fill(0.0);
                 v.fill(0.0);
             }
-            src.prefetch_rows(start + BLOCK, BLOCK);
+            let prefetch = src.row_prefetch(start + BLOCK, BLOCK);
             if src.rows_are_raw() {
                 saw_non_finite |= gather_raw(src, start, l, q, kt, v, kp, vp);
             } else {
@@ -148,7 +149,7 @@ pub(crate) fn run_heads(
             }
             let s_head = &mut s[g * kp * vp..(g + 1) * kp * vp];
             let mut o = out.sub_rows(start, start + l);
-            block(&BlockInputs { q, kt, v, b: &b, gated, kp, vp, vx, l }, a, ktw, s_head, &mut o);
+            block(&BlockInputs { q, kt, v, b: &b, gated, kp, vp, vx, l }, a, ktw, s_head, &mut o, &prefetch);
         }
         start += l;
     }
@@ -299,7 +300,7 @@ struct BlockInputs<'b> {
 /// One block of one head: scores into `a`, output rows into `o`, then the state update
 /// of `s [K'p, Vp]` (using `ktw` as scratch).
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn block(x: &BlockInputs, a: &mut [f32], ktw: &mut [f32], s: &mut [f32], o: &mut MatMut) {
+fn block(x: &BlockInputs, a: &mut [f32], ktw: &mut [f32], s: &mut [f32], o: &mut MatMut, prefetch: &RowPrefetch) {
     let BlockInputs { q, kt, v, b, gated, kp, vp, vx, l } = *x;
     let bl = b[l - 1];
     // SAFETY: `b` is an array of 16 floats.
@@ -320,9 +321,9 @@ fn block(x: &BlockInputs, a: &mut [f32], ktw: &mut [f32], s: &mut [f32], o: &mut
                 _mm512_storeu_ps(dst_row.as_mut_ptr(), _mm512_mul_ps(_mm512_loadu_ps(src_row.as_ptr()), key_decay))
             };
         }
-        update_state(ktw, v, s, crate::vecops::exp_fast(bl), kp, vp, l);
+        update_state(ktw, v, s, crate::vecops::exp_fast(bl), kp, vp, l, prefetch);
     } else {
-        update_state(kt, v, s, 1.0, kp, vp, l);
+        update_state(kt, v, s, 1.0, kp, vp, l, prefetch);
     }
 }
 
@@ -460,17 +461,23 @@ impl OutTile<'_> {
                 }
             }
         }
+        assert!(vx <= o.cols(), "{vx} output columns in a view of {}", o.cols());
         for (i, acc_i) in acc.iter().enumerate() {
             if r0 + i >= l {
                 break;
             }
-            let row = o.row_mut(r0 + i);
+            // Through a raw pointer: the rows may be uninitialized memory (see
+            // `run_heads`), so no reference to them is formed.
+            let row = o.row_ptr(r0 + i);
             for (z, x) in acc_i.iter().enumerate() {
                 let col = c0 + z * 16;
                 if col >= vx {
                     break;
                 }
-                store_prefix(&mut row[col..vx.min(col + 16)], *x);
+                // SAFETY: row r0 + i < l of the view holds `o.cols() >= vx` writable
+                // elements (MatMut contract) and col < vx, so the `min(16, vx - col)`
+                // lanes stored lie inside the row.
+                unsafe { store_prefix_raw(row.add(col), (vx - col).min(16), *x) };
             }
         }
     }
@@ -478,11 +485,14 @@ impl OutTile<'_> {
 
 /// `S = decay * S + Kw V` over the block's `l` tokens; `kw [K'p, 16]` lane j = token j.
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn update_state(kw: &[f32], v: &[f32], s: &mut [f32], decay: f32, kp: usize, vp: usize, l: usize) {
+#[allow(clippy::too_many_arguments)]
+fn update_state(kw: &[f32], v: &[f32], s: &mut [f32], decay: f32, kp: usize, vp: usize, l: usize, prefetch: &RowPrefetch) {
     assert!(kw.len() >= kp * BLOCK && v.len() >= BLOCK * vp && s.len() >= kp * vp);
     assert!(vp.is_multiple_of(16) && kp.is_multiple_of(TILE_ROWS) && l <= BLOCK);
     let groups = vp / 16;
-    for r0 in (0..kp).step_by(TILE_ROWS) {
+    let tiles = kp / TILE_ROWS;
+    for (ti, r0) in (0..kp).step_by(TILE_ROWS).enumerate() {
+        prefetch.fetch(ti * BLOCK / tiles..(ti + 1) * BLOCK / tiles);
         let mut g0 = 0;
         while g0 < groups {
             let n = (groups - g0).min(TILE_ZMM);
@@ -543,6 +553,20 @@ impl StateTile<'_> {
             }
         }
     }
+}
+
+/// Stores the first `n <= 16` lanes of `x` at `dst`.
+///
+/// # Safety
+/// `dst` must be valid for writes of `n` f32s (initialized or not).
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn store_prefix_raw(dst: *mut f32, n: usize, x: __m512) {
+    assert!(n <= 16);
+    let mask = ((1u32 << n) - 1) as __mmask16;
+    // SAFETY: the mask enables exactly `n` lanes, all valid for writes (caller
+    // contract); masked-off lanes are neither read nor written.
+    unsafe { _mm512_mask_storeu_ps(dst, mask, x) };
 }
 
 /// Stores the first `dst.len() <= 16` lanes of `x` into `dst`.

@@ -94,6 +94,19 @@ impl<'s> MatMut<'s> {
         MatMut { ptr, rows: r1 - r0, cols: self.cols, rs: self.rs, _data: PhantomData }
     }
 
+    /// Columns of the view.
+    pub(crate) fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Start of row `i` (`cols` elements valid for writes), for kernels that write rows
+    /// which may not be initialized yet and so must not form a reference to them.
+    pub(crate) fn row_ptr(&mut self, i: usize) -> *mut f32 {
+        assert!(i < self.rows, "row {i} of a {}-row matrix", self.rows);
+        // SAFETY: i < rows, so the offset stays inside the viewed memory.
+        unsafe { self.ptr.offset(i as isize * self.rs) }
+    }
+
     /// Row `i` as a slice.
     pub(crate) fn row_mut(&mut self, i: usize) -> &mut [f32] {
         assert!(i < self.rows, "row {i} of a {}-row matrix", self.rows);

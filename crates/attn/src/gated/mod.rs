@@ -194,7 +194,7 @@ fn run_task(p: &Problem, isa: Isa, scratch: &mut Scratch, task: Task, outs: &mut
     let srcs: Vec<HeadSource> = heads.clone().map(|head| HeadSource { problem: p, span: task.span, head }).collect();
     let mut states: Vec<Vec<f32>> = heads.map(|h| p.initial_head_state(task.span.index, h)).collect();
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && !srcs[0].gates_per_key() {
+    if tile_kernel_runs(p, isa) {
         // SAFETY: `Isa::Avx512` is only used when `Isa::detect` found AVX-512F, AVX2 and
         // FMA on this CPU (tests force it only under the same check).
         let inputs_finite = unsafe { chunk_scalar_avx512::run_heads(&srcs, &mut scratch.tiles, &mut states, outs) };
@@ -286,35 +286,93 @@ impl SharedOutput {
 
 /// The fast CPU path: chunked kernels, then normalization and scatter into `[B, T, H, V]`.
 /// The output is written into the buffer that becomes the output tensor (no copy for
-/// f32 outputs).
+/// f32 outputs). When the AVX-512 tile kernel writes that buffer in place
+/// ([`writes_output_in_place`]), the buffer is not zeroed beforehand: the kernel stores
+/// every element of its rows through raw pointers and reads none, so no serial pass
+/// over the whole output runs ahead of the parallel kernel (at B = 1, T = 4096, H = 8,
+/// V = 64 on 2 threads that pass was about 7% of simple_gla's time).
 /// Fails with `Error::NonFinite` for a non-finite q, k or v value.
 fn run_cpu_chunked(op: &'static str, p: &Problem) -> Result<(CpuBuffer, Vec<Vec<f32>>)> {
     let d = p.dims;
-    let mut out = CpuBuffer::zeroed(d.batch * d.seq_len * d.heads * d.value_dim * size_of::<f32>());
+    let total = d.batch * d.seq_len * d.heads * d.value_dim;
+    let isa = Isa::detect();
+    if writes_output_in_place(p) && tile_kernel_runs(p, isa) && spans_cover_every_row(p) {
+        let mut states = Vec::new();
+        // SAFETY: `fill` hands `run_cpu_chunked_into` the buffer's uninitialized `total`
+        // f32s (8-byte aligned). With no normalizer and the tile kernel running every
+        // task, every task stores every element of its (sequence, head) rows through
+        // raw pointers and never reads them (`chunk_scalar_avx512::run_heads`; tested
+        // on NaN-filled buffers); tasks cover every head, and the spans cover every
+        // (batch, token) row (checked above), so on `Ok` all `total` values are
+        // initialized.
+        let out = unsafe {
+            CpuBuffer::try_filled_uninit(total * size_of::<f32>(), |start| {
+                states = run_cpu_chunked_into(op, p, isa, start.cast::<f32>(), total)?;
+                Ok::<(), Error>(())
+            })?
+        };
+        return Ok((out, states));
+    }
+    let mut out = CpuBuffer::zeroed(total * size_of::<f32>());
     let slice = out.as_slice_mut::<f32>().expect("a buffer of whole f32s");
-    let states = run_cpu_chunked_into(op, p, Isa::detect(), slice)?;
+    // SAFETY: `slice` is `total` initialized f32s, exclusively borrowed for the call.
+    let states = unsafe { run_cpu_chunked_into(op, p, isa, slice.as_mut_ptr(), total)? };
     Ok((out, states))
 }
 
-/// [`run_cpu_chunked`] on a given instruction set, into a vector.
+/// [`run_cpu_chunked`] on a given instruction set, into a vector. Where the kernel may
+/// write an uninitialized output (see [`run_cpu_chunked`]) the vector starts as NaN,
+/// so an element it failed to write shows up in every comparison.
 #[cfg(test)]
 pub(crate) fn run_cpu_chunked_with(p: &Problem, isa: Isa) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
     let d = p.dims;
-    let mut out = vec![0.0f32; d.batch * d.seq_len * d.heads * d.value_dim];
-    let states = run_cpu_chunked_into("test", p, isa, &mut out)?;
+    let fill = if writes_output_in_place(p) && tile_kernel_runs(p, isa) { f32::NAN } else { 0.0 };
+    let mut out = vec![fill; d.batch * d.seq_len * d.heads * d.value_dim];
+    let total = out.len();
+    // SAFETY: `out` is `total` initialized f32s, exclusively borrowed for the call.
+    let states = unsafe { run_cpu_chunked_into("test", p, isa, out.as_mut_ptr(), total)? };
     Ok((out, states))
 }
 
-/// Runs all tasks, writing the output `[B, T, H, V]` into `out`; returns the final
-/// extended states per (sequence, head). Unless `p.qkv_checked`, q, k, v are checked
-/// for non-finite values: by the kernel while it reads them where it can
+/// Whether the kernels write the output `[B, T, H, V]` in place (no normalizer): the
+/// raw rows are then the output rows.
+fn writes_output_in_place(p: &Problem) -> bool {
+    !p.normalize
+}
+
+/// Whether every task of `p` runs the AVX-512 register-tile kernel (scalar or no decay
+/// on an AVX-512 CPU), see [`run_task`].
+fn tile_kernel_runs(p: &Problem, isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && !matches!(p.gates, problem::Gates::PerKey(_))
+}
+
+/// Whether the sequence spans cover all `B * T` (batch, token) rows: they never overlap
+/// (validated layout), so their lengths adding up to `B * T` means every row is in one.
+fn spans_cover_every_row(p: &Problem) -> bool {
+    p.spans.iter().map(SeqSpan::len).sum::<usize>() == p.dims.batch * p.dims.seq_len
+}
+
+/// Runs all tasks, writing the output `[B, T, H, V]` (`total` f32s at `out`); returns
+/// the final extended states per (sequence, head). Unless `p.qkv_checked`, q, k, v are
+/// checked for non-finite values: by the kernel while it reads them where it can
 /// ([`kernel_checks_finite`]), else before it runs; on failure the error names the
 /// first non-finite value (the contents of `out` are then unspecified).
-fn run_cpu_chunked_into(op: &'static str, p: &Problem, isa: Isa, out: &mut [f32]) -> Result<Vec<Vec<f32>>> {
+///
+/// # Safety
+/// `out` must be valid for reads and writes of `total` f32s, used by nobody else during
+/// the call, and initialized unless [`writes_output_in_place`] and
+/// [`tile_kernel_runs`] hold for `p` on `isa` (then the kernel only writes it).
+unsafe fn run_cpu_chunked_into(
+    op: &'static str,
+    p: &Problem,
+    isa: Isa,
+    out: *mut f32,
+    total: usize,
+) -> Result<Vec<Vec<f32>>> {
     assert!(p.host_data, "the CPU kernels need the host data of the problem");
     let d = p.dims;
-    let (vd, vx) = (d.value_dim, p.value_width());
-    assert_eq!(out.len(), d.batch * d.seq_len * d.heads * vd);
+    let vd = d.value_dim;
+    assert_eq!(total, d.batch * d.seq_len * d.heads * vd);
     let in_kernel_check = !p.qkv_checked && kernel_checks_finite(p, isa);
     if !p.qkv_checked && !in_kernel_check {
         p.check_qkv_finite(op)?;
@@ -324,10 +382,9 @@ fn run_cpu_chunked_into(op: &'static str, p: &Problem, isa: Isa, out: &mut [f32]
         Err(e) => e,
         Ok(()) => Error::invalid(format!("{op}: the kernel saw a non-finite input the host scan did not find")),
     };
-    if !p.normalize {
+    if writes_output_in_place(p) {
         // Raw rows are the output rows: the kernels write `[B, T, H, V]` in place.
-        let base = SharedOutput(out.as_mut_ptr());
-        let total = out.len();
+        let base = SharedOutput(out);
         let per_task: Vec<TaskResult> = tasks(p, isa)
             .par_iter()
             .map_init(Scratch::default, |scratch, &task| {
@@ -339,9 +396,10 @@ fn run_cpu_chunked_into(op: &'static str, p: &Problem, isa: Isa, out: &mut [f32]
                     assert!(rows == 0 || first + (rows - 1) * d.heads * vd + vd <= total);
                     // SAFETY: the view covers rows `span.start..span.end` of sequence
                     // `span.row`, head `head`: `vd` elements per row, row stride `H * V`,
-                    // inside `out` (asserted above). Views differ in (span, head) and spans
-                    // do not overlap, so no element is in two views; `out` outlives the
-                    // parallel loop and is not touched elsewhere during it.
+                    // inside the `total` values at `out` (asserted above). Views differ
+                    // in (span, head) and spans do not overlap, so no element is in two
+                    // views; `out` outlives the parallel loop and is not touched
+                    // elsewhere during it (caller contract).
                     outs.push(unsafe { MatMut::from_raw(base.ptr().add(first), rows, vd, d.heads * vd) });
                 }
                 run_task(p, isa, scratch, task, &mut outs)
@@ -352,6 +410,10 @@ fn run_cpu_chunked_into(op: &'static str, p: &Problem, isa: Isa, out: &mut [f32]
         }
         return Ok(per_task.into_iter().flat_map(|r| r.states).collect());
     }
+    // SAFETY: with a normalizer the buffer is initialized (caller contract), `total`
+    // f32s valid for reads and writes and used by nobody else during the call.
+    let out = unsafe { std::slice::from_raw_parts_mut(out, total) };
+    let vx = p.value_width();
     let (results, finite) = run_raw_heads_with(p, isa);
     if in_kernel_check && !finite {
         return Err(fail());

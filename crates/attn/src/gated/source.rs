@@ -68,6 +68,47 @@ pub(crate) struct RawBlock<'p> {
     pub v_stride: usize,
 }
 
+/// Rows of one head to prefetch (see [`HeadSource::row_prefetch`]); empty when the
+/// block lies past the end of the sequence.
+#[derive(Default)]
+pub(crate) struct RowPrefetch<'p> {
+    q: &'p [f32],
+    k: &'p [f32],
+    v: &'p [f32],
+    qk_stride: usize,
+    v_stride: usize,
+    key_dim: usize,
+    value_dim: usize,
+    rows: usize,
+}
+
+impl RowPrefetch<'_> {
+    /// Asks the CPU to start loading rows `range` (of the block; rows past its end are
+    /// ignored) of q, k and v into the L2 cache. L2, not L1: measured on Zen 4 (B = 1,
+    /// H = 8, K = V = 64, T = 4096), prefetching into L1 evicted the kernel's own working
+    /// set and gained nothing. Kernels spread the calls over their compute (a row or so
+    /// per register tile) rather than asking for a whole block at once: 192 prefetches
+    /// in a burst filled the miss queues and the values still arrived late (a single
+    /// thread measured 10.4 ms for simple_gla at T = 4096 with bursts, 8.9 ms spread).
+    #[cfg(target_arch = "x86_64")]
+    pub fn fetch(&self, range: std::ops::Range<usize>) {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        let lines = |data: &[f32], stride: usize, width: usize| {
+            for j in range.start..range.end.min(self.rows) {
+                for off in (0..width).step_by(16) {
+                    // SAFETY: a prefetch is only a hint and never faults; the address is
+                    // inside `data` anyway (row j < rows starts at j * stride, `width`
+                    // floats, and `data` ends with the last row).
+                    unsafe { _mm_prefetch::<_MM_HINT_T1>(data.as_ptr().add(j * stride + off).cast::<i8>()) };
+                }
+            }
+        };
+        lines(self.q, self.qk_stride, self.key_dim);
+        lines(self.k, self.qk_stride, self.key_dim);
+        lines(self.v, self.v_stride, self.value_dim);
+    }
+}
+
 /// One sequence and head of a [`Problem`].
 pub(crate) struct HeadSource<'p, 'a> {
     pub problem: &'p Problem<'a>,
@@ -178,40 +219,31 @@ impl HeadSource<'_, '_> {
         }
     }
 
-    /// Asks the CPU to start loading the q, k and v rows of positions
-    /// `start..start+len` (clamped to the sequence) into the L2 cache: the rows of one
-    /// head are 256 B or so every `H * K` floats, a stride the hardware prefetchers
-    /// follow poorly, so a kernel calls this one block ahead of the rows it computes on.
-    /// L2, not L1: measured on Zen 4 (B = 1, H = 8, K = V = 64, T = 4096), prefetching
-    /// into L1 evicted the kernel's own working set and gained nothing; into L2 it took
-    /// about 8% off the CPU time.
+    /// The q, k and v rows of positions `start..start+len` (clamped to the sequence),
+    /// for [`RowPrefetch::fetch`]: the rows of one head are 256 B or so every `H * K`
+    /// floats, a stride the hardware prefetchers follow poorly, so a kernel asks for
+    /// the next block's rows while it computes on the current one.
     #[cfg(target_arch = "x86_64")]
-    pub fn prefetch_rows(&self, start: usize, len: usize) {
-        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+    pub fn row_prefetch(&self, start: usize, len: usize) -> RowPrefetch<'_> {
         let p = self.problem;
         // Positions whose q and (shifted) k, v rows all exist.
         let first = start.max(p.key_shift);
         let end = (start + len).min(self.len());
         if first >= end {
-            return;
+            return RowPrefetch::default();
         }
-        let lines = |data: &[f32], first_row: usize, stride: usize, width: usize| {
-            let rows = &data[first_row..first_row + (end - first - 1) * stride + width];
-            for j in 0..end - first {
-                for off in (0..width).step_by(16) {
-                    // SAFETY: a prefetch is only a hint and never faults; the address is
-                    // inside `rows` anyway (row j starts at j * stride, width floats).
-                    unsafe { _mm_prefetch::<_MM_HINT_T1>(rows.as_ptr().add(j * stride + off).cast::<i8>()) };
-                }
-            }
-        };
         let d = p.dims;
         let (qk_stride, v_stride) = (d.heads * d.key_dim, d.heads * d.value_dim);
+        let rows = end - first;
+        fn region(data: &[f32], at: usize, rows: usize, stride: usize, width: usize) -> &[f32] {
+            &data[at..at + (rows - 1) * stride + width]
+        }
         let (b, t) = self.token(first);
-        lines(&p.q, d.qk_index(b, t, self.head, 0), qk_stride, d.key_dim);
+        let q = region(&p.q, d.qk_index(b, t, self.head, 0), rows, qk_stride, d.key_dim);
         let (b, t) = self.token(first - p.key_shift);
-        lines(&p.k, d.qk_index(b, t, self.head, 0), qk_stride, d.key_dim);
-        lines(&p.v, d.v_index(b, t, self.head, 0), v_stride, d.value_dim);
+        let k = region(&p.k, d.qk_index(b, t, self.head, 0), rows, qk_stride, d.key_dim);
+        let v = region(&p.v, d.v_index(b, t, self.head, 0), rows, v_stride, d.value_dim);
+        RowPrefetch { q, k, v, qk_stride, v_stride, key_dim: d.key_dim, value_dim: d.value_dim, rows }
     }
 
     /// Whether the state decays at all.

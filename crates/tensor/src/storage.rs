@@ -42,7 +42,7 @@ impl CpuBuffer {
         if len >= HUGE_PAGE_MIN_BYTES {
             advise_huge_pages_raw(start as usize, len);
         }
-        if len % 8 != 0 {
+        if !len.is_multiple_of(8) {
             // SAFETY: the capacity holds `word_count` words; the last one is only partly
             // covered by `len` bytes, so its padding bytes are zeroed here (whole-word
             // views of the vector then never see uninitialized padding).
@@ -179,7 +179,7 @@ mod tests {
             assert_eq!(buf.len(), len);
             assert!(buf.as_bytes().iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "len {len}");
             assert_eq!(buf.words.len(), len.div_ceil(8));
-            if len % 8 != 0 {
+            if !len.is_multiple_of(8) {
                 let last = buf.words[len / 8].to_le_bytes();
                 assert!(last[len % 8..].iter().all(|&b| b == 0), "padding of len {len}");
             }

@@ -63,30 +63,46 @@ fn head_dims_chunk_sizes_and_cu_seqlens_are_checked() {
     expect_err(linear_attn(&q, &q, &q, &AttnOptions { eps: -1.0, ..o }), &["eps"]);
 }
 
-/// Inf or NaN anywhere (first, middle, last element; key dims that are not a multiple
-/// of 16; a partial last block; several heads and sequences, with and without the
-/// normalizer) is found and named with its flat index, whichever CPU kernel runs.
+/// Inf or NaN anywhere (first, middle, last element, the last token of a whole block;
+/// head dims that are and are not a multiple of 16, so the AVX-512 kernel reads rows
+/// both in place and through copies; a partial last block; several heads and
+/// sequences, with and without the normalizer) is found and named with its flat index,
+/// whichever CPU kernel runs.
 #[test]
 fn non_finite_inputs_are_found_everywhere() {
     let mut r = Rng::new(11);
-    let shape = [2usize, 37, 3, 20];
-    let n: usize = shape.iter().product();
-    let good = t(&mut r, &shape);
-    let g = Tensor::from_vec(vec![-0.1f32; 2 * 37 * 3], [2, 37, 3]).unwrap();
-    for index in [0, n / 2 + 7, n - 1] {
-        for bad_value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            let mut vals = good.to_f32_vec().unwrap();
-            vals[index] = bad_value;
-            let bad = Tensor::from_vec(vals, shape).unwrap();
-            let at = format!("index {index}");
-            for normalize in [false, true] {
-                let o = AttnOptions { normalize, ..AttnOptions::default() };
-                expect_err(linear_attn(&bad, &good, &good, &o), &["`q`", &at]);
-                expect_err(simple_gla(&good, &bad, &good, &g, &o), &["`k`", &at]);
-                expect_err(simple_gla(&good, &good, &bad, &g, &o), &["`v`", &at]);
+    for dim in [20usize, 32] {
+        let shape = [2usize, 37, 3, dim];
+        let n: usize = shape.iter().product();
+        let good = t(&mut r, &shape);
+        let g = Tensor::from_vec(vec![-0.1f32; 2 * 37 * 3], [2, 37, 3]).unwrap();
+        let end_of_block = ((37 + 15) * 3 + 2) * dim + dim - 1; // sequence 1, token 15, head 2
+        for index in [0, n / 2 + 7, end_of_block, n - 1] {
+            for bad_value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut vals = good.to_f32_vec().unwrap();
+                vals[index] = bad_value;
+                let bad = Tensor::from_vec(vals, shape).unwrap();
+                let at = format!("index {index}");
+                for normalize in [false, true] {
+                    let o = AttnOptions { normalize, ..AttnOptions::default() };
+                    expect_err(linear_attn(&bad, &good, &good, &o), &["`q`", &at]);
+                    expect_err(simple_gla(&good, &bad, &good, &g, &o), &["`k`", &at]);
+                    expect_err(simple_gla(&good, &good, &bad, &g, &o), &["`v`", &at]);
+                }
             }
         }
     }
+}
+
+/// Finite inputs whose outputs overflow are not an error: the AVX-512 kernel's output
+/// probe fires, the input scan finds nothing, and the infinite outputs are returned.
+#[test]
+fn outputs_that_overflow_are_returned() {
+    let shape = [1usize, 40, 2, 32];
+    let big = Tensor::from_vec(vec![3.0e18f32; shape.iter().product()], shape).unwrap();
+    let out = linear_attn(&big, &big, &big, &AttnOptions::default()).unwrap();
+    let values = out.output.to_f32_vec().unwrap();
+    assert!(values.iter().all(|x| *x == f32::INFINITY), "every output overflows to +inf");
 }
 
 #[test]

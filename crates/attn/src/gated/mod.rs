@@ -168,16 +168,20 @@ struct Task {
     heads: usize,
 }
 
-/// Final extended states of a task's heads, and whether every q, k, v value its kernel
-/// read was finite (always true for kernels that do not check, see
+/// Final extended states of a task's heads, and whether every output value its kernel
+/// wrote was finite (always true for kernels that do not check, see
 /// [`kernel_checks_finite`]).
 struct TaskResult {
     states: Vec<Vec<f32>>,
-    inputs_finite: bool,
+    outputs_finite: bool,
 }
 
-/// Whether the kernel that runs `p` on `isa` checks q, k, v for non-finite values while
-/// it reads them (the AVX-512 tile kernel on rows read as stored).
+/// Whether the kernel that runs `p` on `isa` stands in for the scan of q, k, v for
+/// non-finite values: the AVX-512 tile kernel on rows read as stored probes the
+/// outputs it writes, and any non-finite q, k or v value makes an output non-finite
+/// (see `chunk_scalar_avx512::run_heads`), so the inputs need a scan only when the probe
+/// fires. Feature maps and key shifts come between the stored rows and the kernel, so
+/// those problems are scanned beforehand.
 fn kernel_checks_finite(p: &Problem, isa: Isa) -> bool {
     cfg!(target_arch = "x86_64")
         && isa == Isa::Avx512
@@ -197,8 +201,8 @@ fn run_task(p: &Problem, isa: Isa, scratch: &mut Scratch, task: Task, outs: &mut
     if tile_kernel_runs(p, isa) {
         // SAFETY: `Isa::Avx512` is only used when `Isa::detect` found AVX-512F, AVX2 and
         // FMA on this CPU (tests force it only under the same check).
-        let inputs_finite = unsafe { chunk_scalar_avx512::run_heads(&srcs, &mut scratch.tiles, &mut states, outs) };
-        return TaskResult { states, inputs_finite };
+        let outputs_finite = unsafe { chunk_scalar_avx512::run_heads(&srcs, &mut scratch.tiles, &mut states, outs) };
+        return TaskResult { states, outputs_finite };
     }
     for ((src, state), out) in srcs.iter().zip(states.iter_mut()).zip(outs.iter_mut()) {
         if src.gates_per_key() {
@@ -207,7 +211,7 @@ fn run_task(p: &Problem, isa: Isa, scratch: &mut Scratch, task: Task, outs: &mut
             chunk_scalar::run_head(src, isa, scratch, state, out);
         }
     }
-    TaskResult { states, inputs_finite: true }
+    TaskResult { states, outputs_finite: true }
 }
 
 /// Heads per task: the block-major AVX-512 kernel reads a group's rows contiguously, so
@@ -248,7 +252,8 @@ pub(crate) fn run_raw_heads(p: &Problem) -> Vec<RawHead> {
     run_raw_heads_with(p, Isa::detect()).0
 }
 
-/// [`run_raw_heads`] on `isa`; also says whether the kernels saw only finite inputs.
+/// [`run_raw_heads`] on `isa`; also says whether the kernels' output probes saw only
+/// finite values (see [`kernel_checks_finite`]).
 fn run_raw_heads_with(p: &Problem, isa: Isa) -> (Vec<RawHead>, bool) {
     let vx = p.value_width();
     let per_task: Vec<(Vec<RawHead>, bool)> = tasks(p, isa)
@@ -259,7 +264,7 @@ fn run_raw_heads_with(p: &Problem, isa: Isa) -> (Vec<RawHead>, bool) {
             let mut outs: Vec<MatMut> = raws.iter_mut().map(|raw| MatMut::rows(raw, rows, vx, vx)).collect();
             let result = run_task(p, isa, scratch, task, &mut outs);
             drop(outs);
-            (raws.into_iter().zip(result.states).collect(), result.inputs_finite)
+            (raws.into_iter().zip(result.states).collect(), result.outputs_finite)
         })
         .collect();
     let finite = per_task.iter().all(|(_, finite)| *finite);
@@ -354,9 +359,9 @@ fn spans_cover_every_row(p: &Problem) -> bool {
 
 /// Runs all tasks, writing the output `[B, T, H, V]` (`total` f32s at `out`); returns
 /// the final extended states per (sequence, head). Unless `p.qkv_checked`, q, k, v are
-/// checked for non-finite values: by the kernel while it reads them where it can
-/// ([`kernel_checks_finite`]), else before it runs; on failure the error names the
-/// first non-finite value (the contents of `out` are then unspecified).
+/// checked for non-finite values: after the kernel only if its output probe fired where
+/// it has one ([`kernel_checks_finite`]), else before it runs; on failure the error
+/// names the first non-finite value (the contents of `out` are then unspecified).
 ///
 /// # Safety
 /// `out` must be valid for reads and writes of `total` f32s, used by nobody else during
@@ -377,11 +382,6 @@ unsafe fn run_cpu_chunked_into(
     if !p.qkv_checked && !in_kernel_check {
         p.check_qkv_finite(op)?;
     }
-    // A kernel saw a non-finite value: find the first one for the error.
-    let fail = || match p.check_qkv_finite(op) {
-        Err(e) => e,
-        Ok(()) => Error::invalid(format!("{op}: the kernel saw a non-finite input the host scan did not find")),
-    };
     if writes_output_in_place(p) {
         // Raw rows are the output rows: the kernels write `[B, T, H, V]` in place.
         let base = SharedOutput(out);
@@ -405,8 +405,10 @@ unsafe fn run_cpu_chunked_into(
                 run_task(p, isa, scratch, task, &mut outs)
             })
             .collect();
-        if in_kernel_check && !per_task.iter().all(|r| r.inputs_finite) {
-            return Err(fail());
+        if in_kernel_check && !per_task.iter().all(|r| r.outputs_finite) {
+            // A non-finite input, or finite inputs whose outputs overflowed: the scan
+            // tells which (and names the first bad value).
+            p.check_qkv_finite(op)?;
         }
         return Ok(per_task.into_iter().flat_map(|r| r.states).collect());
     }
@@ -416,7 +418,7 @@ unsafe fn run_cpu_chunked_into(
     let vx = p.value_width();
     let (results, finite) = run_raw_heads_with(p, isa);
     if in_kernel_check && !finite {
-        return Err(fail());
+        p.check_qkv_finite(op)?;
     }
     let mut states = Vec::with_capacity(results.len());
     for (task, (raw, state)) in results.into_iter().enumerate() {

@@ -6,6 +6,20 @@ use std::sync::Arc;
 
 use linattn_tensor::{Error, Result, Tensor};
 
+/// A zeroed byte vector for a quantized weight of `len` bytes. From
+/// [`linattn_tensor::storage::HUGE_PAGE_MIN_BYTES`] on it is advised to use transparent
+/// huge pages before anything touches it: a matvec streams the weight once per token,
+/// and with 4 KiB pages every page is a TLB miss and a restart of the hardware
+/// prefetcher. Measured on the 2-core Zen 4 VM (14336x4096, one thread): Q4_0 16 -> 21
+/// GB/s, Q4_K 22 -> 24 GB/s.
+pub(crate) fn weight_bytes(len: usize) -> Vec<u8> {
+    let bytes = vec![0u8; len];
+    if len >= linattn_tensor::storage::HUGE_PAGE_MIN_BYTES {
+        linattn_tensor::storage::advise_huge_pages(&bytes);
+    }
+    bytes
+}
+
 /// Owner of the bytes behind a [`ByteView`].
 enum Owner {
     Vec(Vec<u8>),

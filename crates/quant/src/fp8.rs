@@ -164,7 +164,7 @@ impl Fp8Weight {
         }
         let fmax = kind.max_value();
         let scale_of = |amax: f32| if amax > 0.0 { amax / fmax } else { 1.0 };
-        let mut data = vec![0u8; values.len()];
+        let mut data = crate::bytes::weight_bytes(values.len());
         let scale = match block {
             None => {
                 let s = scale_of(values.iter().fold(0.0f32, |m, v| m.max(v.abs())));

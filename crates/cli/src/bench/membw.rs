@@ -3,8 +3,9 @@
 //!
 //! Every thread of the rayon pool sums its own part of a buffer much larger than the
 //! last-level cache (256 MiB of f32), with four independent accumulators per 8-lane
-//! block so the loop vectorizes and is bound by loads, not by the add latency. The best
-//! of several passes is reported (bandwidth is a capacity; noise only lowers it).
+//! block so the loop vectorizes and is bound by loads, not by the add latency. The
+//! buffer is advised to use transparent huge pages, as the benchmarked weights are. The
+//! best of several passes is reported (bandwidth is a capacity; noise only lowers it).
 
 use std::time::Instant;
 
@@ -29,7 +30,13 @@ fn sum_chunk(chunk: &[f32]) -> f32 {
 
 /// Measured read bandwidth in GB/s (1e9 bytes per second) with all rayon threads.
 pub fn read_bandwidth_gbps(passes: usize) -> f64 {
-    let buffer = vec![1.0f32; SCAN_BYTES / 4];
+    // Huge pages, like the quantized weights it is compared with (see
+    // `linattn_quant`'s weight allocation): with 4 KiB pages the scan measures TLB
+    // misses and prefetcher restarts as much as memory.
+    let mut storage = linattn_tensor::CpuBuffer::zeroed(SCAN_BYTES);
+    let buffer = storage.as_slice_mut::<f32>().expect("a buffer of whole f32s");
+    buffer.fill(1.0);
+    let buffer = &*buffer;
     let threads = rayon::current_num_threads().max(1);
     let part = buffer.len().div_ceil(threads);
     let mut best = f64::INFINITY;

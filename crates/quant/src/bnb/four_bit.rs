@@ -167,7 +167,10 @@ impl FourBitWeight {
         if nibbles.len() % 2 == 1 {
             nibbles.push(nibble(0.0));
         }
-        let packed: Vec<u8> = nibbles.chunks(2).map(|p| (p[0] << 4) | p[1]).collect();
+        let mut packed = crate::bytes::weight_bytes(nibbles.len() / 2);
+        for (byte, pair) in packed.iter_mut().zip(nibbles.chunks(2)) {
+            *byte = (pair[0] << 4) | pair[1];
+        }
         let absmax = if double_quant {
             let offset = (absmax.iter().map(|&v| v as f64).sum::<f64>() / absmax.len().max(1) as f64) as f32;
             let centered: Vec<f32> = absmax.iter().map(|&v| v - offset).collect();

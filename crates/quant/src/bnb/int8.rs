@@ -52,7 +52,7 @@ impl Int8Weight {
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite { op: "int8_quantize", tensor: "input".into(), index: i, value: values[i] });
         }
-        let mut data = vec![0u8; values.len()];
+        let mut data = crate::bytes::weight_bytes(values.len());
         let mut scb = vec![0.0f32; rows];
         for r in 0..rows {
             let row = &values[r * cols..(r + 1) * cols];

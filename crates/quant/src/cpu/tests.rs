@@ -17,11 +17,12 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
 fn q8_matvec_matches_scalar_and_reference_within_bound() {
     println!("kernels tested: {:?}", CpuKernel::available());
     for fmt in GgmlFormat::ALL {
-        // 32-element blocks: 1, 2, 3, 5, 6, 7 and 24 blocks per row plus a 4096-column row
-        // (every remainder after pairs and quads); K formats: 1, 3 and 16 super-blocks.
+        // 32-element blocks: 1, 2, 3, 5, 6, 7, 12, 13 and 24 blocks per row plus a
+        // 4096-column row (every remainder after pairs, quads and Q4_0's 8-block octets);
+        // K formats: 1, 3 and 16 super-blocks.
         let shapes: &[(usize, usize)] = match fmt {
             GgmlFormat::Q4K | GgmlFormat::Q6K => &[(37, 768), (3, 256), (5, 4096)],
-            _ => &[(37, 768), (1, 32), (3, 64), (5, 96), (7, 160), (2, 192), (9, 224), (3, 4096)],
+            _ => &[(37, 768), (1, 32), (3, 64), (5, 96), (7, 160), (2, 192), (9, 224), (2, 384), (4, 416), (3, 4096)],
         };
         for &(rows, cols) in shapes {
             q8_matvec_case(fmt, rows, cols);

@@ -145,7 +145,7 @@ pub fn quantize(format: GgmlFormat, values: &[f32]) -> Result<Vec<u8>> {
         return Err(Error::NonFinite { op: "quantize", tensor: "input".into(), index: i, value: values[i] });
     }
     let bb = format.block_bytes();
-    let mut out = vec![0u8; values.len() / be * bb];
+    let mut out = crate::bytes::weight_bytes(values.len() / be * bb);
     out.par_chunks_mut(bb * 64).zip(values.par_chunks(be * 64)).for_each(|(o, x)| {
         for (ob, xb) in o.chunks_mut(bb).zip(x.chunks(be)) {
             format.quantize_block(xb, ob);

@@ -93,7 +93,8 @@ fn scaled_add(acc: __m512, dot: __m512i, weight_scales_f16: __m512i, act_scales:
     _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), acc)
 }
 
-/// One Q8_0 block pair `p` of `row` (the second block may be missing at the row end).
+/// One Q8_0 block pair `p` of `row` (the second block may be missing at the row end);
+/// used for a lone last block (whole pairs run inline in [`row_dot_q8_0`]).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 fn q8_0_pair(acc: __m512, row: &[u8], lanes: &Q8Lanes, p: usize) -> __m512 {
@@ -134,11 +135,33 @@ pub fn row_dot_q8_0(row: &[u8], lanes: &Q8Lanes) -> f32 {
     let blocks = row.len() / Q8_0_BYTES;
     assert_eq!(row.len(), blocks * Q8_0_BYTES, "Q8_0 row of {} bytes is not whole blocks", row.len());
     let pairs = blocks.div_ceil(2);
+    assert!(
+        lanes.codes.len() >= 64 * pairs && lanes.offsets.len() >= 16 * pairs && lanes.scales.len() >= 16 * pairs,
+        "Q8_0 AVX-512 row of {blocks} blocks does not match the activation lanes"
+    );
+    let scale_table = load_table(&Q8_0_SCALE_TABLE);
     let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    for p in 0..pairs {
-        // Two accumulators in turn hide the FMA latency (one call site keeps it inlined).
-        acc0 = q8_0_pair(acc0, row, lanes, p);
+    for (p, pair) in row.chunks_exact(2 * Q8_0_BYTES).enumerate() {
+        // SAFETY: `pair` is 68 bytes, so the loads of `[2, 34)`, `[36, 68)` and `[0, 64)`
+        // lie inside it; pair p < pairs has its lanes (asserted above).
+        let (weights, raw, codes, start, act) = unsafe {
+            let lo = _mm256_loadu_si256(pair.as_ptr().add(2) as *const __m256i);
+            let hi = _mm256_loadu_si256(pair.as_ptr().add(Q8_0_BYTES + 2) as *const __m256i);
+            (
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
+                _mm512_loadu_si512(pair.as_ptr() as *const _),
+                _mm512_loadu_si512(lanes.codes.as_ptr().add(64 * p) as *const _),
+                _mm512_loadu_si512(lanes.offsets.as_ptr().add(16 * p) as *const _),
+                _mm512_loadu_ps(lanes.scales.as_ptr().add(16 * p)),
+            )
+        };
+        let dot = _mm512_dpbusd_epi32(start, _mm512_xor_si512(weights, _mm512_set1_epi8(-128)), codes);
+        let weight_scales = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi8(scale_table, raw)));
+        acc0 = _mm512_fmadd_ps(_mm512_mul_ps(weight_scales, act), _mm512_cvtepi32_ps(dot), acc0);
         std::mem::swap(&mut acc0, &mut acc1);
+    }
+    if blocks % 2 == 1 {
+        acc0 = q8_0_pair(acc0, row, lanes, pairs - 1);
     }
     _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
 }

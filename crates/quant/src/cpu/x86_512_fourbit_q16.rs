@@ -77,24 +77,32 @@ fn act(lanes: &Q16Lanes, g: usize, t: usize) -> __m512i {
     unsafe { _mm512_loadu_si512(v.as_ptr() as *const _) }
 }
 
-/// The 16 i32 lane sums of group `g` of a row (the last group may be partial: 16, 32
-/// or 48 bytes; the missing words are zero and so are their activations).
+/// The 16 i32 lane sums of one group from its 32 packed words and its four activation
+/// vectors (see the module header).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn group_sums(packed: &[u8], g: usize, table: __m512i, lanes: &Q16Lanes) -> __m512i {
-    let bytes = &packed[64 * g..(64 * g + 64).min(packed.len())];
-    let dwords: __mmask16 = if bytes.len() == 64 { u16::MAX } else { (1u16 << (bytes.len() / 4)) - 1 };
-    // SAFETY: the load is masked to the `bytes.len()` (a multiple of 4) bytes of this
-    // group, which lie inside `packed`.
-    let words = unsafe { _mm512_maskz_loadu_epi32(dwords, bytes.as_ptr() as *const i32) };
+fn lane_sums(words: __m512i, x: [__m512i; 4], table: __m512i) -> __m512i {
     let w0 = _mm512_permutexvar_epi16(words, table);
     let w1 = _mm512_permutexvar_epi16(_mm512_srli_epi16::<4>(words), table);
     let w2 = _mm512_permutexvar_epi16(_mm512_srli_epi16::<8>(words), table);
     let w3 = _mm512_permutexvar_epi16(_mm512_srli_epi16::<12>(words), table);
     // Two chains of two, so the four multiply-adds do not wait on each other in turn.
-    let a = _mm512_dpwssd_epi32(_mm512_madd_epi16(w0, act(lanes, g, 0)), w2, act(lanes, g, 2));
-    let b = _mm512_dpwssd_epi32(_mm512_madd_epi16(w1, act(lanes, g, 1)), w3, act(lanes, g, 3));
+    let a = _mm512_dpwssd_epi32(_mm512_madd_epi16(w0, x[0]), w2, x[2]);
+    let b = _mm512_dpwssd_epi32(_mm512_madd_epi16(w1, x[1]), w3, x[3]);
     _mm512_add_epi32(a, b)
+}
+
+/// The 16 i32 lane sums of the partial last group `g` of a row (16, 32 or 48 bytes; the
+/// missing words are zero and so are their activations).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn partial_group_sums(packed: &[u8], g: usize, table: __m512i, lanes: &Q16Lanes) -> __m512i {
+    let bytes = &packed[64 * g..(64 * g + 64).min(packed.len())];
+    let dwords: __mmask16 = (1u16 << (bytes.len() / 4)) - 1;
+    // SAFETY: the load is masked to the `bytes.len()` (a multiple of 4) bytes of this
+    // group, which lie inside `packed`.
+    let words = unsafe { _mm512_maskz_loadu_epi32(dwords, bytes.as_ptr() as *const i32) };
+    lane_sums(words, [0, 1, 2, 3].map(|t| act(lanes, g, t)), table)
 }
 
 /// bitsandbytes 4-bit row dot with q16 activations regrouped by [`Q16Lanes::new`]:
@@ -118,16 +126,36 @@ pub fn fourbit_row_dot_q16(packed: &[u8], absmax: &[f32], code: &Q16Code, lanes:
     let (table, lane_block) = unsafe {
         (_mm512_loadu_si512(twice.as_ptr() as *const _), _mm512_loadu_si512(lanes.lane_block.as_ptr() as *const _))
     };
+    let groups = packed.len().div_ceil(64);
+    assert!(lanes.dx.len() >= 16 * groups, "4-bit q16 AVX-512 row: activation scales too short");
     let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    for g in 0..packed.len().div_ceil(64) {
+    // Whole groups: a plain load and unchecked activation loads (bounds asserted above);
+    // one thread at 14336x4096 ran 16.3 -> 17.0 GB/s against the masked, per-group
+    // checked path that now only takes a partial last group.
+    let whole = packed.len() / 64;
+    for (g, bytes) in packed.chunks_exact(64).enumerate() {
+        // SAFETY: `bytes` is 64 bytes; group g < groups has 128 activations at 128g and 16
+        // lane scales at 16g (asserted above).
+        let (words, x, dx) = unsafe {
+            let x = lanes.xq.as_ptr().add(GROUP * g);
+            (
+                _mm512_loadu_si512(bytes.as_ptr() as *const _),
+                [0, 1, 2, 3].map(|t| _mm512_loadu_si512(x.add(32 * t) as *const _)),
+                _mm512_loadu_ps(lanes.dx.as_ptr().add(16 * g)),
+            )
+        };
+        let scale = _mm512_mul_ps(group_scales(absmax, g, lanes.block_shift, lane_block), dx);
+        // Two accumulators in turn hide the FMA latency.
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lane_sums(words, x, table)), scale, acc0);
+        std::mem::swap(&mut acc0, &mut acc1);
+    }
+    for g in whole..groups {
         let dx = &lanes.dx[16 * g..16 * g + 16];
         // SAFETY: `dx` is a bounds-checked slice of 16 f32; unaligned load is allowed.
         let dx = unsafe { _mm512_loadu_ps(dx.as_ptr()) };
         let scale = _mm512_mul_ps(group_scales(absmax, g, lanes.block_shift, lane_block), dx);
-        let sums = _mm512_cvtepi32_ps(group_sums(packed, g, table, lanes));
-        // Two accumulators in turn hide the FMA latency (one call site keeps it inlined).
+        let sums = _mm512_cvtepi32_ps(partial_group_sums(packed, g, table, lanes));
         acc0 = _mm512_fmadd_ps(sums, scale, acc0);
-        std::mem::swap(&mut acc0, &mut acc1);
     }
     _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) * code.scale
 }

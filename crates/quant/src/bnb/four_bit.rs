@@ -268,6 +268,26 @@ impl FourBitWeight {
         }
     }
 
+    /// The absmax of blocks `start..start + n`: borrowed when stored as f32, decoded into
+    /// `buf` (resized to `n`) when double-quantized, with the same f32 operations as
+    /// [`Self::absmax_f32`]. Lets a matvec resolve the scales of one row at a time in
+    /// its worker instead of decoding all of them per call.
+    pub fn absmax_range<'s>(&'s self, start: usize, n: usize, buf: &'s mut Vec<f32>) -> &'s [f32] {
+        match &self.absmax {
+            Absmax::F32(a) => &a[start..start + n],
+            Absmax::Nested(nested) => {
+                buf.clear();
+                buf.extend(
+                    nested.quantized[start..start + n]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &q)| nested.code[q as usize] * nested.absmax[(start + i) / nested.blocksize] + nested.offset),
+                );
+                buf
+            }
+        }
+    }
+
     /// Decodes elements `start..start + out.len()` (flat index) given resolved absmax.
     pub fn decode_range(&self, absmax: &[f32], start: usize, out: &mut [f32]) {
         let packed = self.packed.as_slice();

@@ -315,6 +315,17 @@ fn for_each_row(y: &mut [f32], row_bytes: usize, row_dot: impl Fn(usize) -> f32 
     });
 }
 
+/// [`for_each_row`] with a scratch value per task (a buffer for the row's decoded
+/// scales, say), handed to every `row_dot` call of that task.
+fn for_each_row_with<S: Default + Send>(y: &mut [f32], row_bytes: usize, row_dot: impl Fn(&mut S, usize) -> f32 + Sync) {
+    let chunk = rows_per_task(row_bytes, y.len());
+    y.par_chunks_mut(chunk).enumerate().for_each_init(S::default, |scratch, (ci, yc)| {
+        for (i, yv) in yc.iter_mut().enumerate() {
+            *yv = row_dot(scratch, ci * chunk + i);
+        }
+    });
+}
+
 /// Scalar dot of one bitsandbytes 4-bit row (whole blocks of `bs`) with f32 `x`.
 fn fourbit_row_dot_scalar(packed: &[u8], absmax: &[f32], code: &[f32; 16], bs: usize, x: &[f32]) -> f32 {
     let mut acc = 0.0f32;
@@ -349,40 +360,41 @@ fn fourbit_matvec_dims(w: &FourBitWeight, x: &[f32], y: &[f32]) -> Result<(usize
 /// Decode matvec `y = W x` for a bitsandbytes NF4/FP4 weight `[rows, cols]`: nibbles
 /// are looked up in the code table in registers, each block's partial dot is scaled
 /// by its absmax. Needs rows made of whole blocks (`cols % blocksize == 0`); other
-/// shapes run the row-decode driver. Allocates nothing per row: double-quantized absmax
-/// is resolved once per call, and the AVX-512 kernel regroups `x` once per call.
+/// shapes run the row-decode driver. Double-quantized absmax is decoded a row at a time
+/// in each worker (one buffer per task; decoding all of it up front is a serial pass
+/// over `rows * cols / blocksize` scales per call), and the AVX-512 kernel regroups `x`
+/// once per call.
 pub fn fourbit_matvec_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &mut [f32]) -> Result<()> {
     let kernel = kernel.checked()?;
     let (rows, cols) = fourbit_matvec_dims(w, x, y)?;
-    let absmax: Cow<'_, [f32]> = w.absmax_cow();
     let bs = w.blocksize;
     if !cols.is_multiple_of(bs) {
+        let absmax: Cow<'_, [f32]> = w.absmax_cow();
         return rowwise_matmul_into(kernel, rows, cols, x, 1, y, |r, buf| w.decode_range(&absmax, r * cols, buf));
     }
     let packed = w.packed.as_slice();
     let (rb, nb) = (cols / 2, cols / bs);
-    let row = |r: usize| (&packed[r * rb..(r + 1) * rb], &absmax[r * nb..(r + 1) * nb]);
+    let row = |r: usize| &packed[r * rb..(r + 1) * rb];
     match kernel {
         #[cfg(target_arch = "x86_64")]
         CpuKernel::Avx512 => {
             let lanes = x86_512_fourbit::FourBitLanes::new(x, bs);
-            for_each_row(y, rb, |r| {
-                let (p, a) = row(r);
+            for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
+                let a = w.absmax_range(r * nb, nb, buf);
                 // SAFETY: Avx512 is used only after avx512f (and more) was detected; slices
                 // are bounds-checked inside.
-                unsafe { x86_512_fourbit::fourbit_row_dot(p, a, &w.code, &lanes) }
+                unsafe { x86_512_fourbit::fourbit_row_dot(row(r), a, &w.code, &lanes) }
             })
         }
         #[cfg(target_arch = "x86_64")]
-        CpuKernel::Avx2Fma => for_each_row(y, rb, |r| {
-            let (p, a) = row(r);
+        CpuKernel::Avx2Fma => for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
+            let a = w.absmax_range(r * nb, nb, buf);
             // SAFETY: Avx2Fma is used only after avx2 + fma detection; slices are
             // bounds-checked inside.
-            unsafe { x86::fourbit_row_dot(p, a, &w.code, bs, x) }
+            unsafe { x86::fourbit_row_dot(row(r), a, &w.code, bs, x) }
         }),
-        _ => for_each_row(y, rb, |r| {
-            let (p, a) = row(r);
-            fourbit_row_dot_scalar(p, a, &w.code, bs, x)
+        _ => for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
+            fourbit_row_dot_scalar(row(r), w.absmax_range(r * nb, nb, buf), &w.code, bs, x)
         }),
     }
     Ok(())
@@ -400,35 +412,33 @@ pub fn fourbit_matvec_q16_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], 
     if !cols.is_multiple_of(bs) || !x.iter().chain(&w.code).all(|v| v.is_finite()) {
         return fourbit_matvec_into(kernel, w, x, y);
     }
-    let absmax: Cow<'_, [f32]> = w.absmax_cow();
     let (acts, code) = (Q16Acts::quantize(x), Q16Code::new(&w.code));
     let packed = w.packed.as_slice();
     let (rb, nb) = (cols / 2, cols / bs);
-    let row = |r: usize| (&packed[r * rb..(r + 1) * rb], &absmax[r * nb..(r + 1) * nb]);
+    let row = |r: usize| &packed[r * rb..(r + 1) * rb];
     match kernel {
         #[cfg(target_arch = "x86_64")]
         CpuKernel::Avx512 => {
             let lanes = x86_512_fourbit_q16::Q16Lanes::new(&acts, bs);
-            for_each_row(y, rb, |r| {
-                let (p, a) = row(r);
+            for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
+                let a = w.absmax_range(r * nb, nb, buf);
                 // SAFETY: Avx512 is used only after avx512f, avx512bw and avx512vnni (and
                 // more) were detected; slices are bounds-checked inside.
-                unsafe { x86_512_fourbit_q16::fourbit_row_dot_q16(p, a, &code, &lanes) }
+                unsafe { x86_512_fourbit_q16::fourbit_row_dot_q16(row(r), a, &code, &lanes) }
             })
         }
         #[cfg(target_arch = "x86_64")]
         CpuKernel::Avx2Fma => {
             let lanes = x86_fourbit_q16::Q16Lanes2::new(&acts, bs);
-            for_each_row(y, rb, |r| {
-                let (p, a) = row(r);
+            for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
+                let a = w.absmax_range(r * nb, nb, buf);
                 // SAFETY: Avx2Fma is used only after avx2 + fma detection; slices are
                 // bounds-checked inside.
-                unsafe { x86_fourbit_q16::fourbit_row_dot_q16(p, a, &code, &lanes) }
+                unsafe { x86_fourbit_q16::fourbit_row_dot_q16(row(r), a, &code, &lanes) }
             })
         }
-        _ => for_each_row(y, rb, |r| {
-            let (p, a) = row(r);
-            q16::fourbit_row_dot_q16_scalar(p, a, &code, bs, &acts)
+        _ => for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
+            q16::fourbit_row_dot_q16_scalar(row(r), w.absmax_range(r * nb, nb, buf), &code, bs, &acts)
         }),
     }
     Ok(())

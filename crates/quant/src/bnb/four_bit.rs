@@ -277,12 +277,16 @@ impl FourBitWeight {
             Absmax::F32(a) => &a[start..start + n],
             Absmax::Nested(nested) => {
                 buf.clear();
-                buf.extend(
-                    nested.quantized[start..start + n]
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &q)| nested.code[q as usize] * nested.absmax[(start + i) / nested.blocksize] + nested.offset),
-                );
+                // Nested block by nested block: no division per scale.
+                let mut at = start;
+                while at < start + n {
+                    let block = at / nested.blocksize;
+                    let end = ((block + 1) * nested.blocksize).min(start + n);
+                    let scale = nested.absmax[block];
+                    let codes = nested.quantized[at..end].iter();
+                    buf.extend(codes.map(|&q| nested.code[q as usize] * scale + nested.offset));
+                    at = end;
+                }
                 buf
             }
         }

@@ -41,6 +41,7 @@ use std::time::Instant;
 
 use linattn_quant::cpu::CpuKernel;
 use linattn_quant::gpu::{DeviceQuantizedWeight, format_on_gpu};
+use linattn_quant::bnb::four_bit::{FourBitKind, FourBitWeight};
 use linattn_quant::{QuantFormat, QuantizedWeight};
 use linattn_tensor::{DType, Device, DeviceKind, Error, Result, Tensor};
 use serde_json::{Value, json};
@@ -64,7 +65,7 @@ pub struct Args {
     /// List cpu with a GPU to get `ratio_vs_cpu`, cuda with wgpu to get `wgpu_vs_cuda`.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Formats to time.
+    /// Formats to time (any quantization format; `nf4_dq` / `fp4_dq` for double-quantized absmax).
     #[arg(long, value_delimiter = ',', default_value = "q4_0,q8_0,q4_k,nf4")]
     formats: Vec<String>,
     /// Weight shapes as OUTxIN.
@@ -267,8 +268,37 @@ enum PreparedWeight {
     Unavailable,
 }
 
+/// A format to time: a [`QuantFormat`] by name, or `nf4_dq` / `fp4_dq`, NF4 / FP4 with
+/// double-quantized absmax (bitsandbytes' `compress_statistics`, the layout of most
+/// QLoRA checkpoints), which decode their scales per row.
+struct BenchFormat {
+    label: String,
+    format: QuantFormat,
+    double_quant: bool,
+}
+
+impl BenchFormat {
+    fn parse(name: &str) -> Result<BenchFormat> {
+        let (base, double_quant) = match name.strip_suffix("_dq") {
+            Some(base @ ("nf4" | "fp4")) => (base, true),
+            _ => (name, false),
+        };
+        Ok(BenchFormat { label: name.to_string(), format: QuantFormat::parse(base)?, double_quant })
+    }
+
+    fn quantize(&self, values: &[f32], rows: usize, cols: usize) -> Result<QuantizedWeight> {
+        if !self.double_quant {
+            return QuantizedWeight::quantize(values, [rows, cols], self.format);
+        }
+        let kind = if self.format == QuantFormat::Nf4 { FourBitKind::Nf4 } else { FourBitKind::Fp4 };
+        Ok(QuantizedWeight::FourBit(FourBitWeight::quantize(values, [rows, cols], kind, 64, true)?))
+    }
+}
+
 /// One measurement: a quantized weight and a batch.
 struct Case<'w> {
+    /// The format's name, or `nf4_dq` / `fp4_dq` for double-quantized absmax.
+    label: &'w str,
     weight: &'w QuantizedWeight,
     rows: usize,
     cols: usize,
@@ -278,7 +308,7 @@ struct Case<'w> {
 impl Case<'_> {
     /// The fields that name the case.
     fn base(&self) -> Value {
-        json!({ "format": self.weight.format().name(), "out": self.rows, "in": self.cols, "batch": self.batch })
+        json!({ "format": self.label, "out": self.rows, "in": self.cols, "batch": self.batch })
     }
 }
 
@@ -407,7 +437,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let specs = parse_device_list(&args.device)?;
     let batch_sizes = batches(args.batch.as_deref(), &specs)?;
     let shapes = args.shapes.iter().map(|s| parse_shape(s)).collect::<Result<Vec<_>>>()?;
-    let formats = args.formats.iter().map(|f| QuantFormat::parse(f)).collect::<Result<Vec<_>>>()?;
+    let formats = args.formats.iter().map(|f| BenchFormat::parse(f)).collect::<Result<Vec<_>>>()?;
     let gpu_dtype = DType::parse(&args.dtype)?;
     if !gpu_dtype.is_compute_float() {
         return Err(Error::invalid(format!("bench quant: --dtype {gpu_dtype}: expected f32, f16 or bf16")));
@@ -428,14 +458,14 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     for &(rows, cols) in &shapes {
         let values: Vec<f32> =
             (0..rows * cols).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
-        for &format in &formats {
-            let weight = QuantizedWeight::quantize(&values, [rows, cols], format)?;
-            let shape_fields = json!({ "format": format.name(), "out": rows, "in": cols });
+        for format in &formats {
+            let weight = format.quantize(&values, rows, cols)?;
+            let shape_fields = json!({ "format": format.label, "out": rows, "in": cols });
             let prepared: Vec<PreparedWeight> =
                 devices.iter().map(|d| prepare(d, &weight, &shape_fields, &mut problems)).collect();
             let mut last_measured: Vec<Option<(usize, f64)>> = vec![None; devices.len()];
             for &batch in &batch_sizes {
-                let case = Case { weight: &weight, rows, cols, batch };
+                let case = Case { label: &format.label, weight: &weight, rows, cols, batch };
                 let mut case_records = Vec::new();
                 for ((dev, prepared), last) in devices.iter().zip(&prepared).zip(&mut last_measured) {
                     if matches!(prepared, PreparedWeight::Unavailable) {
@@ -449,7 +479,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                             last.map_or(0, |(b, _)| b),
                             args.max_run_s
                         );
-                        problems.push(format!("{} {format} {rows}x{cols} batch {batch}: {why}", dev.device));
+                        problems.push(format!("{} {} {rows}x{cols} batch {batch}: {why}", dev.device, format.label));
                         let mut line = dev.tag(&case.base());
                         line["skipped"] = json!(why);
                         case_records.push((dev.device.kind(), line));
@@ -461,7 +491,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                             case_record(dev, &case, &measured)
                         }
                         Err(e) => {
-                            problems.push(format!("{} {format} {rows}x{cols} batch {batch}: {e}", dev.device));
+                            problems.push(format!("{} {} {rows}x{cols} batch {batch}: {e}", dev.device, format.label));
                             let mut rec = dev.tag(&case.base());
                             rec["error"] = json!(e.to_string());
                             rec

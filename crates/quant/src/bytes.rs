@@ -6,24 +6,61 @@ use std::sync::Arc;
 
 use linattn_tensor::{Error, Result, Tensor};
 
-/// A zeroed byte vector for a quantized weight of `len` bytes. From
-/// [`linattn_tensor::storage::HUGE_PAGE_MIN_BYTES`] on it is advised to use transparent
-/// huge pages before anything touches it: a matvec streams the weight once per token,
-/// and with 4 KiB pages every page is a TLB miss and a restart of the hardware
-/// prefetcher. Measured on the 2-core Zen 4 VM (14336x4096, one thread): Q4_0 16 -> 21
-/// GB/s, Q4_K 22 -> 24 GB/s.
-pub(crate) fn weight_bytes(len: usize) -> Vec<u8> {
-    let bytes = vec![0u8; len];
-    if len >= linattn_tensor::storage::HUGE_PAGE_MIN_BYTES {
-        linattn_tensor::storage::advise_huge_pages(&bytes);
+/// The zeroed, writable bytes of a quantized weight being built; [`Self::into_view`]
+/// freezes them into a [`ByteView`].
+///
+/// From [`linattn_tensor::storage::HUGE_PAGE_MIN_BYTES`] on they are a fresh anonymous
+/// mapping advised to use transparent huge pages before anything touches it: a matvec
+/// streams the whole weight once per token, and with 4 KiB pages every page costs a TLB
+/// miss and restarts the hardware prefetcher (one thread, 14336x4096 Q4_0: 16 -> 21
+/// GB/s). A heap allocation would not do: glibc serves a large request from memory it
+/// already faulted in with 4 KiB pages once earlier frees have raised its mmap
+/// threshold (an NF4 weight quantized after others measured 22 instead of 35 GB/s).
+pub(crate) enum WeightBuffer {
+    Heap(Vec<u8>),
+    Anon(memmap2::MmapMut),
+}
+
+impl WeightBuffer {
+    /// `len` zero bytes (a heap vector below the huge-page size or if the mapping fails).
+    pub(crate) fn zeroed(len: usize) -> WeightBuffer {
+        if len >= linattn_tensor::storage::HUGE_PAGE_MIN_BYTES
+            && let Ok(map) = memmap2::MmapMut::map_anon(len)
+        {
+            // A hint: where THP is off or unsupported the mapping stays in small pages.
+            #[cfg(target_os = "linux")]
+            let _ = map.advise(memmap2::Advice::HugePage);
+            return WeightBuffer::Anon(map);
+        }
+        WeightBuffer::Heap(vec![0u8; len])
     }
-    bytes
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            WeightBuffer::Heap(v) => v,
+            WeightBuffer::Anon(m) => m,
+        }
+    }
+
+    /// The finished bytes as a shareable view (read-only from here on: a view only
+    /// hands out shared slices).
+    pub(crate) fn into_view(self) -> ByteView {
+        match self {
+            WeightBuffer::Heap(v) => ByteView::from_vec(v),
+            WeightBuffer::Anon(m) => {
+                let len = m.len();
+                ByteView { owner: Arc::new(Owner::Anon(m)), start: 0, len }
+            }
+        }
+    }
 }
 
 /// Owner of the bytes behind a [`ByteView`].
 enum Owner {
     Vec(Vec<u8>),
     Mmap(memmap2::Mmap),
+    /// An anonymous mapping built by [`WeightBuffer`].
+    Anon(memmap2::MmapMut),
     Tensor(Tensor),
 }
 
@@ -32,6 +69,7 @@ impl Owner {
         match self {
             Owner::Vec(v) => v,
             Owner::Mmap(m) => m,
+            Owner::Anon(m) => m,
             // A tensor owner is only built from a CPU tensor (checked in `from_tensor`).
             Owner::Tensor(t) => t.as_bytes().unwrap_or(&[]),
         }
@@ -96,5 +134,34 @@ impl ByteView {
 impl std::fmt::Debug for ByteView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ByteView({} bytes{})", self.len, if self.is_mapped() { ", mapped" } else { "" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small and huge-page-sized buffers start zeroed, keep what was written, and
+    /// freeze into views of exactly those bytes (sub-views included); the large one is
+    /// an anonymous mapping, not a file mapping.
+    #[test]
+    fn weight_buffers_keep_their_bytes() {
+        for len in [0usize, 100, linattn_tensor::storage::HUGE_PAGE_MIN_BYTES + 5] {
+            let mut buffer = WeightBuffer::zeroed(len);
+            let bytes = buffer.as_mut_slice();
+            assert_eq!(bytes.len(), len);
+            assert!(bytes.iter().all(|&b| b == 0), "zeroed, len {len}");
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = (i % 253) as u8;
+            }
+            let large = matches!(buffer, WeightBuffer::Anon(_));
+            assert_eq!(large, len >= linattn_tensor::storage::HUGE_PAGE_MIN_BYTES, "len {len}");
+            let view = buffer.into_view();
+            assert!(!view.is_mapped(), "an anonymous buffer is not a mapped file");
+            assert!(view.as_slice().iter().enumerate().all(|(i, &b)| b == (i % 253) as u8), "len {len}");
+            if len > 10 {
+                assert_eq!(view.slice(3, 4).unwrap().as_slice(), &[3, 4, 5, 6]);
+            }
+        }
     }
 }

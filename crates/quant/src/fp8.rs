@@ -164,7 +164,8 @@ impl Fp8Weight {
         }
         let fmax = kind.max_value();
         let scale_of = |amax: f32| if amax > 0.0 { amax / fmax } else { 1.0 };
-        let mut data = crate::bytes::weight_bytes(values.len());
+        let mut buffer = crate::bytes::WeightBuffer::zeroed(values.len());
+        let data = buffer.as_mut_slice();
         let scale = match block {
             None => {
                 let s = scale_of(values.iter().fold(0.0f32, |m, v| m.max(v.abs())));
@@ -198,7 +199,7 @@ impl Fp8Weight {
                 Fp8Scale::Block { block_rows: br, block_cols: bc, scale_inv: scales }
             }
         };
-        Ok(Fp8Weight { kind, rows, cols, data: ByteView::from_vec(data), scale })
+        Ok(Fp8Weight { kind, rows, cols, data: buffer.into_view(), scale })
     }
 
     /// Checks sizes of data and scales.

@@ -127,8 +127,10 @@ impl QuantizedWeight {
         if let Some(g) = format.ggml() {
             let last = shape.last_dim();
             g.row_bytes(last)?;
-            let bytes = ggml::quantize(g, values)?;
-            return Ok(QuantizedWeight::Ggml { format: g, shape, bytes: ByteView::from_vec(bytes) });
+            // Straight into huge-page memory (see `WeightBuffer`).
+            let mut bytes = crate::bytes::WeightBuffer::zeroed(ggml::quantized_len(g, values.len())?);
+            ggml::quantize_into(g, values, bytes.as_mut_slice())?;
+            return Ok(QuantizedWeight::Ggml { format: g, shape, bytes: bytes.into_view() });
         }
         let (rows, cols) = two_d(&shape, format)?;
         Ok(match format {

@@ -167,8 +167,8 @@ impl FourBitWeight {
         if nibbles.len() % 2 == 1 {
             nibbles.push(nibble(0.0));
         }
-        let mut packed = crate::bytes::weight_bytes(nibbles.len() / 2);
-        for (byte, pair) in packed.iter_mut().zip(nibbles.chunks(2)) {
+        let mut packed = crate::bytes::WeightBuffer::zeroed(nibbles.len() / 2);
+        for (byte, pair) in packed.as_mut_slice().iter_mut().zip(nibbles.chunks(2)) {
             *byte = (pair[0] << 4) | pair[1];
         }
         let absmax = if double_quant {
@@ -184,7 +184,7 @@ impl FourBitWeight {
             kind,
             shape,
             blocksize,
-            packed: ByteView::from_vec(packed),
+            packed: packed.into_view(),
             code,
             absmax,
             torch_dtype: "float32".into(),

@@ -52,7 +52,8 @@ impl Int8Weight {
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite { op: "int8_quantize", tensor: "input".into(), index: i, value: values[i] });
         }
-        let mut data = crate::bytes::weight_bytes(values.len());
+        let mut buffer = crate::bytes::WeightBuffer::zeroed(values.len());
+        let data = buffer.as_mut_slice();
         let mut scb = vec![0.0f32; rows];
         for r in 0..rows {
             let row = &values[r * cols..(r + 1) * cols];
@@ -65,7 +66,7 @@ impl Int8Weight {
                 }
             }
         }
-        Ok(Int8Weight { rows, cols, data: ByteView::from_vec(data), scb, threshold: 6.0 })
+        Ok(Int8Weight { rows, cols, data: buffer.into_view(), scb, threshold: 6.0 })
     }
 
     /// Checks sizes.

@@ -134,24 +134,40 @@ pub(crate) fn nearest_int(v: f32) -> i32 {
 /// Quantizes `values` (a whole number of blocks) into ggml blocks. Rows are
 /// independent, so this runs in parallel over blocks. Non-finite input is an error.
 pub fn quantize(format: GgmlFormat, values: &[f32]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; quantized_len(format, values.len())?];
+    quantize_into(format, values, &mut out)?;
+    Ok(out)
+}
+
+/// Bytes of `n` values quantized to `format` (an error unless they fill whole blocks).
+pub fn quantized_len(format: GgmlFormat, n: usize) -> Result<usize> {
     let be = format.block_elems();
-    if !values.len().is_multiple_of(be) {
+    if !n.is_multiple_of(be) {
+        return Err(Error::invalid(format!("quantize {format}: {n} values do not fill whole blocks of {be}")));
+    }
+    Ok(n / be * format.block_bytes())
+}
+
+/// [`quantize`] into `out` (exactly [`quantized_len`] bytes).
+pub fn quantize_into(format: GgmlFormat, values: &[f32], out: &mut [u8]) -> Result<()> {
+    let want = quantized_len(format, values.len())?;
+    if out.len() != want {
         return Err(Error::invalid(format!(
-            "quantize {format}: {} values do not fill whole blocks of {be}",
+            "quantize {format}: output of {} bytes, expected {want} for {} values",
+            out.len(),
             values.len()
         )));
     }
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite { op: "quantize", tensor: "input".into(), index: i, value: values[i] });
     }
-    let bb = format.block_bytes();
-    let mut out = crate::bytes::weight_bytes(values.len() / be * bb);
+    let (be, bb) = (format.block_elems(), format.block_bytes());
     out.par_chunks_mut(bb * 64).zip(values.par_chunks(be * 64)).for_each(|(o, x)| {
         for (ob, xb) in o.chunks_mut(bb).zip(x.chunks(be)) {
             format.quantize_block(xb, ob);
         }
     });
-    Ok(out)
+    Ok(())
 }
 
 /// Dequantizes whole blocks into `out` (`out.len()` = blocks * block_elems).

@@ -317,7 +317,11 @@ fn for_each_row(y: &mut [f32], row_bytes: usize, row_dot: impl Fn(usize) -> f32 
 
 /// [`for_each_row`] with a scratch value per task (a buffer for the row's decoded
 /// scales, say), handed to every `row_dot` call of that task.
-fn for_each_row_with<S: Default + Send>(y: &mut [f32], row_bytes: usize, row_dot: impl Fn(&mut S, usize) -> f32 + Sync) {
+fn for_each_row_with<S: Default + Send>(
+    y: &mut [f32],
+    row_bytes: usize,
+    row_dot: impl Fn(&mut S, usize) -> f32 + Sync,
+) {
     let chunk = rows_per_task(row_bytes, y.len());
     y.par_chunks_mut(chunk).enumerate().for_each_init(S::default, |scratch, (ci, yc)| {
         for (i, yv) in yc.iter_mut().enumerate() {

@@ -409,4 +409,3 @@ pub fn row_dot_q4_k(row: &[u8], lanes: &Q8Lanes) -> f32 {
     let min_sum = _mm_cvtss_f32(_mm_add_ss(min_acc, _mm_movehdup_ps(min_acc)));
     _mm512_reduce_add_ps(acc) - min_sum
 }
-

@@ -188,4 +188,3 @@ pub(crate) fn run_heads(
     }
     outputs_finite
 }
-

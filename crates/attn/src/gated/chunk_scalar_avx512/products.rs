@@ -51,7 +51,14 @@ impl BlockInputs<'_> {
 /// of `s [K'p, Vp]` (using `ktw` as scratch). Returns whether every output value was
 /// finite.
 #[target_feature(enable = "avx512f,avx2,fma")]
-pub(super) fn block(x: &BlockInputs, a: &mut [f32], ktw: &mut [f32], s: &mut [f32], o: &mut MatMut, prefetch: &RowPrefetch) -> bool {
+pub(super) fn block(
+    x: &BlockInputs,
+    a: &mut [f32],
+    ktw: &mut [f32],
+    s: &mut [f32],
+    o: &mut MatMut,
+    prefetch: &RowPrefetch,
+) -> bool {
     x.check_bounds();
     let (kt, b, gated, kp, l) = (x.kt, x.b, x.gated, x.kp, x.l);
     let bl = b[l - 1];
@@ -300,4 +307,3 @@ impl StateTile<'_> {
         }
     }
 }
-

@@ -39,14 +39,20 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use linattn_quant::bnb::four_bit::{FourBitKind, FourBitWeight};
 use linattn_quant::cpu::CpuKernel;
 use linattn_quant::gpu::{DeviceQuantizedWeight, format_on_gpu};
-use linattn_quant::bnb::four_bit::{FourBitKind, FourBitWeight};
 use linattn_quant::{QuantFormat, QuantizedWeight};
 use linattn_tensor::{DType, Device, DeviceKind, Error, Result, Tensor};
 use serde_json::{Value, json};
 
 use super::{device_bw, report, timing};
+
+mod devices;
+mod docs;
+
+use devices::{BenchDevice, DeviceSpec, batches, open_devices, parse_device_list};
+use docs::{RunOutcome, cpu_section, gpu_section, three_significant};
 
 /// A first run slower than this (seconds) is timed 3 times with no further warm-up.
 pub const SLOW_RUN_S: f64 = 0.5;
@@ -90,82 +96,6 @@ pub struct Args {
     /// run, "Quantization: GPU (WGSL / CUDA)" when a GPU is listed.
     #[arg(long)]
     update_docs: Option<std::path::PathBuf>,
-}
-
-/// A device named on the command line, before it is opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DeviceSpec {
-    Cpu,
-    Wgpu,
-    Cuda(usize),
-}
-
-impl DeviceSpec {
-    /// `cpu`, `wgpu` (or `webgpu`), `cuda` (or `gpu`, = `cuda:0`) or `cuda:N`.
-    fn parse(spec: &str) -> Result<DeviceSpec> {
-        let lower = spec.trim().to_ascii_lowercase();
-        match lower.as_str() {
-            "cpu" => Ok(DeviceSpec::Cpu),
-            "wgpu" | "webgpu" => Ok(DeviceSpec::Wgpu),
-            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
-            other => match other.strip_prefix("cuda:") {
-                Some(ordinal) => ordinal.parse().map(DeviceSpec::Cuda).map_err(|_| {
-                    Error::invalid(format!("bench quant: device `{spec}`: expected cuda:N with N a GPU index"))
-                }),
-                None => Err(Error::invalid(format!(
-                    "bench quant: unknown device `{spec}`: expected cpu, wgpu, cuda or cuda:N (comma-separated)"
-                ))),
-            },
-        }
-    }
-
-    fn label(self) -> String {
-        match self {
-            DeviceSpec::Cpu => "cpu".into(),
-            DeviceSpec::Wgpu => "wgpu".into(),
-            DeviceSpec::Cuda(n) => format!("cuda:{n}"),
-        }
-    }
-
-    fn is_gpu(self) -> bool {
-        self != DeviceSpec::Cpu
-    }
-
-    fn open(self) -> Result<Device> {
-        match self {
-            DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Wgpu => Device::wgpu(),
-            DeviceSpec::Cuda(n) => Device::cuda(n),
-        }
-    }
-}
-
-/// Parses `--device`: a non-empty comma-separated list without repeats.
-fn parse_device_list(list: &str) -> Result<Vec<DeviceSpec>> {
-    let mut specs: Vec<DeviceSpec> = Vec::new();
-    for item in list.split(',') {
-        if item.trim().is_empty() {
-            return Err(Error::invalid(format!("bench quant: empty entry in device list `{list}`")));
-        }
-        let spec = DeviceSpec::parse(item)?;
-        if specs.contains(&spec) {
-            return Err(Error::invalid(format!("bench quant: device {} is listed twice in `{list}`", spec.label())));
-        }
-        specs.push(spec);
-    }
-    Ok(specs)
-}
-
-/// The batches to time: `--batch` when given (every entry >= 1), else 1 for a CPU-only
-/// run and [`GPU_DEFAULT_BATCHES`] when a GPU is listed.
-fn batches(given: Option<&[usize]>, specs: &[DeviceSpec]) -> Result<Vec<usize>> {
-    match given {
-        Some(list) if list.contains(&0) => Err(Error::invalid("bench quant: --batch sizes must be at least 1")),
-        Some([]) => Err(Error::invalid("bench quant: --batch is empty")),
-        Some(list) => Ok(list.to_vec()),
-        None if specs.iter().any(|s| s.is_gpu()) => Ok(GPU_DEFAULT_BATCHES.to_vec()),
-        None => Ok(vec![1]),
-    }
 }
 
 fn parse_shape(s: &str) -> Result<(usize, usize)> {
@@ -238,26 +168,6 @@ fn time_case(device: &Device, mut f: impl FnMut() -> Result<()>) -> Result<timin
     device.synchronize()?;
     let plan = RunPlan::after_first_run(start.elapsed().as_secs_f64());
     timing::time_runs(device, plan.warmup, plan.min_runs, plan.min_total_s, f)
-}
-
-/// An opened device with its bandwidth measured in this run.
-struct BenchDevice {
-    device: Device,
-    bandwidth: Option<device_bw::DeviceBandwidth>,
-}
-
-impl BenchDevice {
-    fn bandwidth_gbps(&self) -> Option<f64> {
-        self.bandwidth.as_ref().map(|b| b.gbps)
-    }
-
-    /// `base` with this device's name and id.
-    fn tag(&self, base: &Value) -> Value {
-        let mut line = base.clone();
-        line["device"] = json!(self.device.name());
-        line["device_id"] = json!(self.device.to_string());
-        line
-    }
 }
 
 /// The weight of one (shape, format) in the form each device runs it.
@@ -403,35 +313,6 @@ fn case_record(dev: &BenchDevice, case: &Case, m: &Measured) -> Value {
     rec
 }
 
-/// Opens each listed device and measures its bandwidth; failures are printed as JSON
-/// lines with `error` (and kept for the docs) instead of ending the run.
-fn open_devices(specs: &[DeviceSpec], problems: &mut Vec<String>) -> Vec<BenchDevice> {
-    let mut opened = Vec::new();
-    for &spec in specs {
-        let device = match spec.open() {
-            Ok(d) => d,
-            Err(e) => {
-                report::emit(&json!({ "op": "open_device", "device": spec.label(), "error": e.to_string() }));
-                problems.push(format!("{}: could not open: {e}", spec.label()));
-                continue;
-            }
-        };
-        let bandwidth = match device_bw::read_bandwidth(&device, BANDWIDTH_PASSES) {
-            Ok(bw) => {
-                report::emit(&bw.record(&device));
-                Some(bw)
-            }
-            Err(e) => {
-                report::emit(&json!({ "op": "memory_read", "device": spec.label(), "error": e.to_string() }));
-                problems.push(format!("{}: bandwidth not measured: {e}", spec.label()));
-                None
-            }
-        };
-        opened.push(BenchDevice { device, bandwidth });
-    }
-    opened
-}
-
 pub fn run(args: &Args) -> Result<ExitCode> {
     let started = Instant::now();
     let specs = parse_device_list(&args.device)?;
@@ -539,168 +420,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `x` with three significant digits (no exponent): lavapipe ratios reach 1e-3 and less,
-/// which the table's fixed three decimals would round away.
-fn three_significant(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return x.to_string();
-    }
-    let decimals = (2 - x.abs().log10().floor() as i64).clamp(0, 9) as usize;
-    format!("{x:.decimals$}")
-}
-
-/// A copy of `record` whose float fields among `columns` are strings of three significant
-/// digits (integers stay as they are).
-fn with_significant_digits(record: &Value, columns: &[&str]) -> Value {
-    let mut row = record.clone();
-    for c in columns {
-        if let Some(Value::Number(n)) = record.get(*c)
-            && n.is_f64()
-        {
-            row[*c] = json!(three_significant(n.as_f64().unwrap_or(f64::NAN)));
-        }
-    }
-    row
-}
-
-/// The records that hold a time (not the `skipped` / `error` lines).
-fn timed_records(records: &[Value]) -> Vec<Value> {
-    records.iter().filter(|r| r.get("ms").is_some()).cloned().collect()
-}
-
-/// The CPU-only section, as this bench always wrote it.
-fn cpu_section(bandwidth: f64, records: &[Value]) -> String {
-    format!(
-        "Machine: {}. Date: {}. Commit: {}. Command: `linattn bench quant`. Peer: memory read bandwidth \
-         measured in the same run: {bandwidth:.2} GB/s. Target: matvec at >= 70% of it.\n\n{}",
-        report::machine(),
-        report::today(),
-        report::commit(),
-        report::markdown_table(
-            &timed_records(records),
-            &["op", "format", "kernel", "out", "in", "batch", "ms", "gbps", "fraction_of_bandwidth"]
-        )
-    )
-}
-
-/// The command line of this process with the binary named `linattn`, quoted for a shell.
-fn command_line() -> String {
-    let plain = |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || ",._:/=+-".contains(c));
-    std::iter::once("linattn".to_string())
-        .chain(std::env::args().skip(1).map(|a| if plain(&a) { a } else { format!("'{}'", a.replace('\'', "'\\''")) }))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// What a run measured, for its docs section.
-#[derive(Clone, Copy)]
-struct RunOutcome<'a> {
-    specs: &'a [DeviceSpec],
-    devices: &'a [BenchDevice],
-    records: &'a [Value],
-    problems: &'a [String],
-    batch_sizes: &'a [usize],
-    elapsed_s: f64,
-}
-
-/// The section of a run that lists a GPU: machine, command, peers, table, notes.
-fn gpu_section(outcome: &RunOutcome, gpu_dtype: DType, max_run_s: f64) -> String {
-    let RunOutcome { specs, devices, records, problems, batch_sizes, elapsed_s } = *outcome;
-    let bandwidths: String = devices
-        .iter()
-        .map(|d| {
-            let who = match d.device {
-                Device::Cpu => d.device.name(),
-                _ => format!("`{}`, {}", d.device, d.device.name()),
-            };
-            let how = d.bandwidth.as_ref().map_or_else(
-                || "not measured".to_string(),
-                |b| {
-                    format!(
-                        "{:.2} GB/s ({}, {} MiB x {} per pass, best of {} passes)",
-                        b.gbps,
-                        b.method,
-                        b.buffer_bytes >> 20,
-                        b.scans_per_pass,
-                        b.passes
-                    )
-                },
-            );
-            format!("  - {who}: {how}\n")
-        })
-        .collect();
-    let x_dtype = if gpu_dtype == DType::F32 {
-        "x is f32 on every device".to_string()
-    } else {
-        format!("x is {} on GPUs and f32 on the CPU", gpu_dtype.name())
-    };
-    let mut body = format!(
-        "Machine: {}. Date: {}. Commit: {}. Command: `{}` (batches {}; {elapsed_s:.0} s in all).\n\n\
-         Peers measured in the same run:\n\
-         - each device's memory read bandwidth, the base of `fraction_of_bandwidth` (GPU buffers: 256 MiB or the \
-         device's largest storage binding; see `crates/cli/src/bench/device_bw.rs`):\n{bandwidths}\
-         - `ratio_vs_cpu` = CPU ms / device ms for the same format, shape and batch, timed back to back with the \
-         CPU;\n\
-         - `wgpu_vs_cuda` = CUDA ms / WebGPU ms, likewise.\n\n\
-         {x_dtype}; `gbps` counts the quantized weight's bytes; `--max-run-s` skips batches predicted to run \
-         longer than {} s (listed below). Targets: CUDA matvec at >= 70% of HBM bandwidth on an H100, batch 64 \
-         and 512 in TFLOP/s.\n\n",
-        report::machine(),
-        report::today(),
-        report::commit(),
-        command_line(),
-        batch_sizes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-        max_run_s,
-    );
-    if devices.iter().any(|d| matches!(&d.device, Device::Wgpu(_)) && d.device.name().contains("llvmpipe")) {
-        body.push_str(
-            "The WebGPU adapter here is Mesa lavapipe (llvmpipe), a Vulkan driver that runs on the CPU: \
-             `ratio_vs_cpu` says how the WGSL kernels do on this CPU against the native CPU kernels, not how \
-             they do on a GPU. ",
-        );
-    }
-    if !devices.iter().any(|d| matches!(d.device, Device::Cuda(_))) {
-        let why = if specs.iter().any(|s| matches!(s, DeviceSpec::Cuda(_))) {
-            "the CUDA device listed did not open".to_string()
-        } else {
-            match Device::cuda(0) {
-                Ok(_) => "no CUDA device was listed, though one opens here".to_string(),
-                Err(e) => format!("none was available: {e}"),
-            }
-        };
-        body.push_str(&format!(
-            "No CUDA figures and no `wgpu_vs_cuda` ({why}): they need a machine with an NVIDIA GPU, \
-             `linattn bench quant --device cpu,cuda,wgpu --update-docs docs/benchmarks.md`."
-        ));
-    }
-    let columns = [
-        "op",
-        "device_id",
-        "format",
-        "dtype",
-        "out",
-        "in",
-        "batch",
-        "ms",
-        "gbps",
-        "fraction_of_bandwidth",
-        "tflops",
-        "ratio_vs_cpu",
-        "wgpu_vs_cuda",
-    ];
-    let rows: Vec<Value> = timed_records(records).iter().map(|r| with_significant_digits(r, &columns)).collect();
-    body.push_str(&format!("\n\n{}", report::markdown_table(&rows, &columns)));
-    if !problems.is_empty() {
-        body.push_str("\nNot measured:\n");
-        for p in problems {
-            body.push_str(&format!("- {p}\n"));
-        }
-    }
-    body
-}
-
 #[cfg(test)]
 mod tests {
+    use super::docs::with_significant_digits;
     use super::*;
 
     #[test]

@@ -41,6 +41,7 @@
 //! The SIMD results equal the scalar ones up to f32 summation order (the integer block
 //! sums are exact in every kernel). Accumulation is f32 throughout.
 
+mod aligned;
 pub mod fp8;
 pub mod i8dot;
 mod prefill;

@@ -27,7 +27,9 @@ pub mod window;
 
 pub use compare::{Comparison, check_close, compare, relative_rms_error};
 pub use feature_map::{FeatureMap, hedgehog_feature_map, hedgehog_feature_map_reference, hedgehog_identity_init};
-pub use gated::decode::{gla_step, linear_attn_step, simple_gla_step};
+pub use gated::decode::{
+    gla_step, gla_step_in_place, linear_attn_step, linear_attn_step_in_place, simple_gla_step, simple_gla_step_in_place,
+};
 pub use gated::{gla, gla_reference, linear_attn, linear_attn_reference, simple_gla, simple_gla_reference};
 pub use options::{AttnOptions, AttnOutput, CHUNK_SIZES, DEFAULT_CHUNK_SIZE, LinearState};
 pub use run_named::run_named;

@@ -309,6 +309,28 @@ fn decode_step_without_gates_and_per_head() {
     }
 }
 
+/// The in-place step on GPU tensors (the new state replaces the old one) against the
+/// CPU step: output within the half-precision tolerance, state within f32 rounding.
+#[test]
+fn in_place_decode_step_matches_cpu() {
+    let Some(dev) = device() else { return };
+    let (n, h, kd, vd) = (3, 2, 32, 24);
+    let q = Tensor::from_f32(&values(700, n * h * kd), DType::F16, [n, h, kd]).unwrap();
+    let k = Tensor::from_f32(&values(701, n * h * kd), DType::F16, [n, h, kd]).unwrap();
+    let v = Tensor::from_f32(&values(702, n * h * vd), DType::F16, [n, h, vd]).unwrap();
+    let s0 = Tensor::from_f32(&values(703, n * h * kd * vd), DType::F32, [n, h, kd, vd]).unwrap();
+    let g = Tensor::from_f32(&log_decays(704, n * h, 1.0), DType::F32, [n, h]).unwrap();
+    let opts = AttnOptions { scale: Some(0.25), ..Default::default() };
+    let reference =
+        linattn_attn::simple_gla_step(&q, &k, &v, &g, Some(&LinearState { kv: s0.clone(), z: None }), &opts).unwrap();
+    let on = |x: &Tensor| x.to_device(&dev).unwrap();
+    let mut state = LinearState { kv: on(&s0), z: None };
+    let o = linattn_attn::simple_gla_step_in_place(&on(&q), &on(&k), &on(&v), &on(&g), &mut state, &opts).unwrap();
+    assert!(!state.kv.is_cpu(), "the new state stays on the device");
+    check("in-place step output", &reference.output, &o, 5e-3);
+    check("in-place step state", &reference.final_state.kv, &state.kv, 1e-5);
+}
+
 #[test]
 fn bad_inputs_are_errors() {
     let Some(dev) = device() else { return };

@@ -156,6 +156,27 @@ impl Tensor {
         self.cpu_buffer()?.as_slice()
     }
 
+    /// Mutable typed slice of a CPU tensor whose dtype is `T`, for in-place updates (a
+    /// decode step's state, say). Storage is shared between the clones and reshapes of a
+    /// tensor: when it is shared, this tensor first gets its own copy (copy on write),
+    /// so no other handle ever sees the change.
+    pub fn as_mut_slice<T: Element>(&mut self) -> Result<&mut [T]> {
+        if self.dtype != T::DTYPE {
+            return Err(Error::DTypeMismatch { op: "as_mut_slice", lhs: self.dtype, rhs: T::DTYPE });
+        }
+        // A GPU tensor fails here, with the device named.
+        self.cpu_buffer()?;
+        if Arc::get_mut(&mut self.storage).is_none() {
+            let copy = self.cpu_buffer()?.clone();
+            self.storage = Arc::new(Storage::Cpu(copy));
+        }
+        match Arc::get_mut(&mut self.storage) {
+            Some(Storage::Cpu(buffer)) => buffer.as_slice_mut(),
+            // Unshared after the copy above, and on the CPU (checked first).
+            _ => Err(Error::invalid(format!("tensor {} {}: no CPU storage to write", self.dtype, self.shape))),
+        }
+    }
+
     /// Zero-copy `ndarray` view of a CPU tensor whose dtype is `T`.
     pub fn view<T: Element>(&self) -> Result<ndarray::ArrayViewD<'_, T>> {
         let data = self.as_slice::<T>()?;
@@ -291,6 +312,21 @@ mod tests {
         let err = t.reshape([4, 2]).unwrap_err().to_string();
         assert!(err.contains("[2, 3]") && err.contains("[4, 2]"), "{err}");
         assert!(t.as_slice::<f16>().is_err());
+    }
+
+    #[test]
+    fn mutable_slices_copy_shared_storage_first() {
+        let mut t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]).unwrap();
+        let other = t.reshape([4]).unwrap();
+        t.as_mut_slice::<f32>().unwrap()[1] = 20.0;
+        assert_eq!(t.to_vec::<f32>().unwrap(), vec![1.0, 20.0, 3.0, 4.0]);
+        assert_eq!(other.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0], "the shared handle changed");
+        // Now unshared: written in place, no copy.
+        let before = t.as_slice::<f32>().unwrap().as_ptr();
+        t.as_mut_slice::<f32>().unwrap()[0] = 10.0;
+        assert_eq!(t.as_slice::<f32>().unwrap().as_ptr(), before);
+        assert_eq!(t.to_vec::<f32>().unwrap(), vec![10.0, 20.0, 3.0, 4.0]);
+        assert!(matches!(t.as_mut_slice::<f16>(), Err(Error::DTypeMismatch { .. })));
     }
 
     #[test]

@@ -24,16 +24,17 @@
 //! B, T, H and head dim (`torch_sdpa_ms`, `speedup_vs_sdpa`). A peer that cannot run is
 //! recorded as `peer_error` with the reason, never as a number.
 //!
-//! Decode records (`<op>_step`): `--decode-batch` sequences, one token each, from a
-//! non-zero f32 state. `gbps` is the state traffic (read + write of `[N, H, K', V]`, plus
+//! Decode records (`<op>_step`, and `<op>_step_in_place` for the ops with an in-place
+//! step): `--decode-batch` sequences, one token each, from a non-zero f32 state. `gbps` is the state traffic (read + write of `[N, H, K', V]`, plus
 //! z and, for `window_linear_step`, a read of the W-token KV cache), reported as a fraction
 //! of the device's memory read bandwidth measured in the same run (`device_bw`).
 
 use std::process::ExitCode;
 
 use linattn_attn::{
-    AttnOptions, LinearState, WindowOptions, WindowState, gla, gla_step, hedgehog_identity_init, linear_attn,
-    linear_attn_step, simple_gla, simple_gla_step, window_linear, window_linear_step,
+    AttnOptions, LinearState, WindowOptions, WindowState, gla, gla_step, gla_step_in_place, hedgehog_identity_init,
+    linear_attn, linear_attn_step, linear_attn_step_in_place, simple_gla, simple_gla_step, simple_gla_step_in_place,
+    window_linear, window_linear_step,
 };
 use linattn_tensor::{DType, Device, Error, Result, Tensor};
 use serde_json::{Value, json};
@@ -307,9 +308,22 @@ fn prefill_record(op: &str, s: &Shape, dtype: DType, device: &Device, args: &Arg
     Ok(rec)
 }
 
+/// Ops with an in-place decode step (`*_step_in_place`), timed in a second record.
+const IN_PLACE_OPS: [&str; 3] = ["simple_gla", "gla", "linear_attn"];
+
 /// One decode step of `op` for `n` sequences from a non-zero state: returns the record's
-/// state bytes (read + written) next to the timing.
-fn step_record(op: &str, s: &Shape, n: usize, dtype: DType, device: &Device, bandwidth_gbps: f64) -> Result<Value> {
+/// state bytes (read + written) next to the timing. `in_place` times the
+/// `*_step_in_place` variant on one state that every run advances (record
+/// `<op>_step_in_place`) instead of the step that returns a new state.
+fn step_record(
+    op: &str,
+    s: &Shape,
+    n: usize,
+    dtype: DType,
+    device: &Device,
+    bandwidth_gbps: f64,
+    in_place: bool,
+) -> Result<Value> {
     let (h, k, v) = (s.heads, s.key_dim, s.value_dim);
     let kp = s.state_key_dim(op);
     let q = tensor(&pattern(n * h * k, 11), dtype, &[n, h, k], device)?;
@@ -322,20 +336,29 @@ fn step_record(op: &str, s: &Shape, n: usize, dtype: DType, device: &Device, ban
     let state = LinearState { kv, z };
     let mut state_bytes = 2.0 * 4.0 * (n * h * kp * (v + usize::from(normalize))) as f64;
     let opts = AttnOptions { chunk_size: s.chunk, ..AttnOptions::default() };
+    // The in-place runs advance their own handle of the state (copied on the first,
+    // warm-up write, then updated where it is).
+    let mut own = state.clone();
     let t = match op {
         "simple_gla" => {
             let g = tensor(&log_decays(n * h, 16), DType::F32, &[n, h], device)?;
-            timing::time_runs(device, 3, 10, 0.5, || {
-                simple_gla_step(&q, &key, &value, &g, Some(&state), &opts).map(|_| ())
+            timing::time_runs(device, 3, 10, 0.5, || match in_place {
+                true => simple_gla_step_in_place(&q, &key, &value, &g, &mut own, &opts).map(|_| ()),
+                false => simple_gla_step(&q, &key, &value, &g, Some(&state), &opts).map(|_| ()),
             })?
         }
         "gla" => {
             let g = tensor(&log_decays(n * h * k, 16), DType::F32, &[n, h, k], device)?;
-            timing::time_runs(device, 3, 10, 0.5, || gla_step(&q, &key, &value, &g, Some(&state), &opts).map(|_| ()))?
+            timing::time_runs(device, 3, 10, 0.5, || match in_place {
+                true => gla_step_in_place(&q, &key, &value, &g, &mut own, &opts).map(|_| ()),
+                false => gla_step(&q, &key, &value, &g, Some(&state), &opts).map(|_| ()),
+            })?
         }
-        "linear_attn" => timing::time_runs(device, 3, 10, 0.5, || {
-            linear_attn_step(&q, &key, &value, Some(&state), &opts).map(|_| ())
+        "linear_attn" => timing::time_runs(device, 3, 10, 0.5, || match in_place {
+            true => linear_attn_step_in_place(&q, &key, &value, &mut own, &opts).map(|_| ()),
+            false => linear_attn_step(&q, &key, &value, Some(&state), &opts).map(|_| ()),
         })?,
+        _ if in_place => return Err(Error::invalid(format!("bench attn: {op} has no in-place decode step"))),
         "hedgehog" => {
             let map = hedgehog_identity_init(h, k, s.hedgehog_features())?.to_device(device)?;
             let opts = AttnOptions { normalize: true, q_feature_map: Some(&map), k_feature_map: Some(&map), ..opts };
@@ -366,7 +389,8 @@ fn step_record(op: &str, s: &Shape, n: usize, dtype: DType, device: &Device, ban
     // Per head and sequence: decay + outer-product update of S and the product q^T S.
     let flops = (n * h) as f64 * 4.0 * kp as f64 * v as f64;
     Ok(json!({
-        "op": format!("{op}_step"), "device": device.name(), "dtype": dtype.name(),
+        "op": format!("{op}_step{}", if in_place { "_in_place" } else { "" }),
+        "device": device.name(), "dtype": dtype.name(),
         "N": n, "H": h, "K": k, "K_state": kp, "V": v,
         "ms": t.median_ms, "min_ms": t.min_ms, "max_ms": t.max_ms, "runs": t.runs, "threads": rayon::current_num_threads(),
         "tokens_per_s": n as f64 / secs, "tflops": flops / secs / 1e12,
@@ -449,12 +473,19 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             window: args.window,
         };
         for op in &args.ops {
-            let rec = step_record(op, &shape, args.decode_batch, dtype, &device, gbps).unwrap_or_else(|e| {
-                json!({ "op": format!("{op}_step"), "device": device.name(), "dtype": dtype.name(),
-                        "N": args.decode_batch, "error": e.to_string() })
-            });
-            report::emit(&rec);
-            decode.push(rec);
+            for in_place in [false, true] {
+                if in_place && !IN_PLACE_OPS.contains(&op.as_str()) {
+                    continue;
+                }
+                let rec =
+                    step_record(op, &shape, args.decode_batch, dtype, &device, gbps, in_place).unwrap_or_else(|e| {
+                        let name = format!("{op}_step{}", if in_place { "_in_place" } else { "" });
+                        json!({ "op": name, "device": device.name(), "dtype": dtype.name(),
+                            "N": args.decode_batch, "error": e.to_string() })
+                    });
+                report::emit(&rec);
+                decode.push(rec);
+            }
         }
     }
     let prefill_columns = [
@@ -528,7 +559,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         if !decode.is_empty() {
             let decode_body = format!(
                 "{header}\n\n\
-                 One token for each of N sequences from a non-zero f32 state. `gbps`: state bytes read and written \
+                 One token for each of N sequences from a non-zero f32 state; `_step` returns a new state, \
+                 `_step_in_place` updates one state where it is. `gbps`: state bytes read and written \
                  (`[N, H, K', V]` f32, plus z when normalized, plus the W-token cache of `window_linear_step`) per \
                  second; peer: the memory read bandwidth of the bench's device ({}), measured in the same run \
                  ({:.1} GB/s).\n\n{}",

@@ -41,6 +41,7 @@ use std::time::Instant;
 
 use linattn_quant::bnb::four_bit::{FourBitKind, FourBitWeight};
 use linattn_quant::cpu::CpuKernel;
+use linattn_quant::gguf::{GgufFile, GgufWriter};
 use linattn_quant::gpu::{DeviceQuantizedWeight, format_on_gpu};
 use linattn_quant::{QuantFormat, QuantizedWeight};
 use linattn_tensor::{DType, Device, DeviceKind, Error, Result, Tensor};
@@ -71,7 +72,8 @@ pub struct Args {
     /// List cpu with a GPU to get `ratio_vs_cpu`, cuda with wgpu to get `wgpu_vs_cuda`.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Formats to time (any quantization format; `nf4_dq` / `fp4_dq` for double-quantized absmax).
+    /// Formats to time (any quantization format; `nf4_dq` / `fp4_dq` for double-quantized absmax;
+    /// a ggml format with `:gguf`, e.g. `q4_0:gguf`, uses the weight mapped from a GGUF file).
     #[arg(long, value_delimiter = ',', default_value = "q4_0,q8_0,q4_k,nf4")]
     formats: Vec<String>,
     /// Weight shapes as OUTxIN.
@@ -180,29 +182,73 @@ enum PreparedWeight {
 
 /// A format to time: a [`QuantFormat`] by name, or `nf4_dq` / `fp4_dq`, NF4 / FP4 with
 /// double-quantized absmax (bitsandbytes' `compress_statistics`, the layout of most
-/// QLoRA checkpoints), which decode their scales per row.
+/// QLoRA checkpoints), which decode their scales per row. A ggml format may carry a
+/// source: `q4_0:gguf` reads the weight back from a one-tensor GGUF file written to the
+/// temp directory and uses it straight from the mapping, as a loaded model does.
 struct BenchFormat {
     label: String,
     format: QuantFormat,
     double_quant: bool,
+    source: WeightSource,
+}
+
+/// Where a benchmarked weight's bytes live.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum WeightSource {
+    /// Quantized in this process (huge-page memory from 4 MiB on).
+    Quantized,
+    /// A memory-mapped GGUF file (page-cache pages).
+    GgufMapped,
 }
 
 impl BenchFormat {
     fn parse(name: &str) -> Result<BenchFormat> {
-        let (base, double_quant) = match name.strip_suffix("_dq") {
-            Some(base @ ("nf4" | "fp4")) => (base, true),
-            _ => (name, false),
+        let (format_name, source) = match name.split_once(':') {
+            None => (name, WeightSource::Quantized),
+            Some((f, "gguf")) => (f, WeightSource::GgufMapped),
+            Some((_, other)) => {
+                return Err(Error::invalid(format!(
+                    "bench quant: format {name}: unknown source `{other}` (expected gguf)"
+                )));
+            }
         };
-        Ok(BenchFormat { label: name.to_string(), format: QuantFormat::parse(base)?, double_quant })
+        let (base, double_quant) = match format_name.strip_suffix("_dq") {
+            Some(base @ ("nf4" | "fp4")) => (base, true),
+            _ => (format_name, false),
+        };
+        let format = QuantFormat::parse(base)?;
+        if source != WeightSource::Quantized && format.ggml().is_none() {
+            return Err(Error::invalid(format!("bench quant: format {name}: only ggml formats are stored in GGUF")));
+        }
+        Ok(BenchFormat { label: name.to_string(), format, double_quant, source })
     }
 
     fn quantize(&self, values: &[f32], rows: usize, cols: usize) -> Result<QuantizedWeight> {
-        if !self.double_quant {
-            return QuantizedWeight::quantize(values, [rows, cols], self.format);
+        let weight = if self.double_quant {
+            let kind = if self.format == QuantFormat::Nf4 { FourBitKind::Nf4 } else { FourBitKind::Fp4 };
+            QuantizedWeight::FourBit(FourBitWeight::quantize(values, [rows, cols], kind, 64, true)?)
+        } else {
+            QuantizedWeight::quantize(values, [rows, cols], self.format)?
+        };
+        match self.source {
+            WeightSource::Quantized => Ok(weight),
+            WeightSource::GgufMapped => through_gguf(&weight),
         }
-        let kind = if self.format == QuantFormat::Nf4 { FourBitKind::Nf4 } else { FourBitKind::Fp4 };
-        Ok(QuantizedWeight::FourBit(FourBitWeight::quantize(values, [rows, cols], kind, 64, true)?))
     }
+}
+
+/// `weight` written to a one-tensor GGUF file in the temp directory and read back mapped
+/// (the file is removed once mapped; the mapping keeps its pages).
+fn through_gguf(weight: &QuantizedWeight) -> Result<QuantizedWeight> {
+    let path = std::env::temp_dir().join(format!("linattn-bench-quant-{}.gguf", std::process::id()));
+    let mut writer = GgufWriter::new();
+    writer.add_weight("weight", weight)?;
+    writer.write(&path)?;
+    let opened = GgufFile::open(&path).and_then(|file| file.weight("weight"));
+    let removed = std::fs::remove_file(&path).map_err(|e| Error::io(&path, e));
+    let mapped = opened?;
+    removed?;
+    Ok(mapped)
 }
 
 /// One measurement: a quantized weight and a batch.
@@ -424,6 +470,33 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 mod tests {
     use super::docs::with_significant_digits;
     use super::*;
+
+    #[test]
+    fn formats_parse_with_their_sources() {
+        let f = BenchFormat::parse("q4_0:gguf").unwrap();
+        assert_eq!((f.format, f.source, f.double_quant), (QuantFormat::Q4_0, WeightSource::GgufMapped, false));
+        let f = BenchFormat::parse("nf4_dq").unwrap();
+        assert_eq!((f.format, f.source, f.double_quant), (QuantFormat::Nf4, WeightSource::Quantized, true));
+        for (bad, says) in [("nf4:gguf", "only ggml"), ("q4_0:disk", "unknown source"), ("q5_0", "q5_0")] {
+            let err = BenchFormat::parse(bad).err().unwrap().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn weights_read_back_from_gguf_are_mapped_and_equal() {
+        let values: Vec<f32> = (0..8 * 64).map(|i| (i % 13) as f32 / 6.0 - 1.0).collect();
+        let f = BenchFormat::parse("q8_0:gguf").unwrap();
+        let mapped = f.quantize(&values, 8, 64).unwrap();
+        let fresh = QuantizedWeight::quantize(&values, [8, 64], QuantFormat::Q8_0).unwrap();
+        match (&mapped, &fresh) {
+            (QuantizedWeight::Ggml { bytes: m, .. }, QuantizedWeight::Ggml { bytes: q, .. }) => {
+                assert!(m.is_mapped() && !q.is_mapped());
+                assert_eq!(m.as_slice(), q.as_slice());
+            }
+            _ => panic!("expected ggml weights"),
+        }
+    }
 
     #[test]
     fn device_lists_parse_and_reject_bad_entries() {

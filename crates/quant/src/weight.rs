@@ -277,10 +277,11 @@ impl QuantizedWeight {
     /// Decode matvec into a preallocated output, `y = W x` (`x`: `cols`, `y`: `rows`).
     /// The ggml formats quantize `x` once to 8-bit blocks and run integer dot products
     /// (`cpu::ggml_matvec_q8_into`, llama.cpp's scheme; use `matmul_into` with `m = 1`
-    /// for f32 activations); NF4/FP4 quantize `x` and the code table to 15-bit codes and
-    /// run integer dot products (`cpu::fourbit_matvec_q16_into`; `matmul_into` with
-    /// `m = 1` keeps f32); FP8 uses its fused f32 kernel; LLM.int8 its mixed-precision
-    /// product.
+    /// for f32 activations); NF4/FP4 quantize `x` and the code table to 8-bit codes, one
+    /// activation scale per 8 elements, and run integer dot products
+    /// (`cpu::fourbit_matvec_q8_into`, about bf16 precision; `cpu::fourbit_matvec_q16_into`
+    /// is the 15-bit variant, about 3e-5, and `matmul_into` with `m = 1` keeps f32); FP8
+    /// uses its fused f32 kernel; LLM.int8 its mixed-precision product.
     pub fn matvec_into(&self, kernel: CpuKernel, x: &[f32], y: &mut [f32]) -> Result<()> {
         self.validate()?;
         let (rows, cols) = (self.rows(), self.cols());
@@ -288,7 +289,7 @@ impl QuantizedWeight {
             QuantizedWeight::Ggml { format, bytes, .. } => {
                 cpu::ggml_matvec_q8_into(kernel, *format, bytes.as_slice(), rows, cols, x, y)
             }
-            QuantizedWeight::FourBit(w) => cpu::fourbit_matvec_q16_into(kernel, w, x, y),
+            QuantizedWeight::FourBit(w) => cpu::fourbit_matvec_q8_into(kernel, w, x, y),
             _ => self.matmul_into(kernel, x, 1, y),
         }
     }

@@ -73,7 +73,8 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Formats to time (any quantization format; `nf4_dq` / `fp4_dq` for double-quantized absmax;
-    /// a ggml format with `:gguf`, e.g. `q4_0:gguf`, uses the weight mapped from a GGUF file).
+    /// `_q16` on nf4/fp4 for the 15-bit-activation matvec; a ggml format with `:gguf`, e.g.
+    /// `q4_0:gguf`, uses the weight mapped from a GGUF file).
     #[arg(long, value_delimiter = ',', default_value = "q4_0,q8_0,q4_k,nf4")]
     formats: Vec<String>,
     /// Weight shapes as OUTxIN.
@@ -182,7 +183,9 @@ enum PreparedWeight {
 
 /// A format to time: a [`QuantFormat`] by name, or `nf4_dq` / `fp4_dq`, NF4 / FP4 with
 /// double-quantized absmax (bitsandbytes' `compress_statistics`, the layout of most
-/// QLoRA checkpoints), which decode their scales per row. A ggml format may carry a
+/// QLoRA checkpoints), which decode their scales per row. A trailing `_q16` on NF4 / FP4
+/// (`nf4_q16`, `nf4_dq_q16`) times the CPU matvec with 15-bit instead of the default
+/// 8-bit activations (`cpu::fourbit_matvec_q16_into`). A ggml format may carry a
 /// source: `q4_0:gguf` reads the weight back from a one-tensor GGUF file written to the
 /// temp directory and uses it straight from the mapping, as a loaded model does.
 struct BenchFormat {
@@ -190,6 +193,7 @@ struct BenchFormat {
     format: QuantFormat,
     double_quant: bool,
     source: WeightSource,
+    fifteen_bit: bool,
 }
 
 /// Where a benchmarked weight's bytes live.
@@ -212,15 +216,22 @@ impl BenchFormat {
                 )));
             }
         };
+        let (format_name, fifteen_bit) = match format_name.strip_suffix("_q16") {
+            Some(base) => (base, true),
+            None => (format_name, false),
+        };
         let (base, double_quant) = match format_name.strip_suffix("_dq") {
             Some(base @ ("nf4" | "fp4")) => (base, true),
             _ => (format_name, false),
         };
         let format = QuantFormat::parse(base)?;
+        if fifteen_bit && !matches!(format, QuantFormat::Nf4 | QuantFormat::Fp4) {
+            return Err(Error::invalid(format!("bench quant: format {name}: _q16 applies to nf4 and fp4 only")));
+        }
         if source != WeightSource::Quantized && format.ggml().is_none() {
             return Err(Error::invalid(format!("bench quant: format {name}: only ggml formats are stored in GGUF")));
         }
-        Ok(BenchFormat { label: name.to_string(), format, double_quant, source })
+        Ok(BenchFormat { label: name.to_string(), format, double_quant, source, fifteen_bit })
     }
 
     fn quantize(&self, values: &[f32], rows: usize, cols: usize) -> Result<QuantizedWeight> {
@@ -256,6 +267,8 @@ struct Case<'w> {
     /// The format's name, or `nf4_dq` / `fp4_dq` for double-quantized absmax.
     label: &'w str,
     weight: &'w QuantizedWeight,
+    /// NF4 / FP4 CPU matvec with 15-bit activations.
+    fifteen_bit: bool,
     rows: usize,
     cols: usize,
     batch: usize,
@@ -289,7 +302,9 @@ fn measure(
         PreparedWeight::Cpu => {
             let mut y = vec![0f32; batch * rows];
             let timing = time_case(&dev.device, || {
-                if batch == 1 {
+                if let (1, true, QuantizedWeight::FourBit(w)) = (batch, case.fifteen_bit, weight) {
+                    linattn_quant::cpu::fourbit_matvec_q16_into(cpu_kernel, w, &x, &mut y)
+                } else if batch == 1 {
                     weight.matvec_into(cpu_kernel, &x, &mut y)
                 } else {
                     weight.matmul_into(cpu_kernel, &x, batch, &mut y)
@@ -392,7 +407,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 devices.iter().map(|d| prepare(d, &weight, &shape_fields, &mut problems)).collect();
             let mut last_measured: Vec<Option<(usize, f64)>> = vec![None; devices.len()];
             for &batch in &batch_sizes {
-                let case = Case { label: &format.label, weight: &weight, rows, cols, batch };
+                let case =
+                    Case { label: &format.label, weight: &weight, fifteen_bit: format.fifteen_bit, rows, cols, batch };
                 let mut case_records = Vec::new();
                 for ((dev, prepared), last) in devices.iter().zip(&prepared).zip(&mut last_measured) {
                     if matches!(prepared, PreparedWeight::Unavailable) {
@@ -477,7 +493,12 @@ mod tests {
         assert_eq!((f.format, f.source, f.double_quant), (QuantFormat::Q4_0, WeightSource::GgufMapped, false));
         let f = BenchFormat::parse("nf4_dq").unwrap();
         assert_eq!((f.format, f.source, f.double_quant), (QuantFormat::Nf4, WeightSource::Quantized, true));
-        for (bad, says) in [("nf4:gguf", "only ggml"), ("q4_0:disk", "unknown source"), ("q5_0", "q5_0")] {
+        let f = BenchFormat::parse("fp4_dq_q16").unwrap();
+        assert_eq!((f.format, f.double_quant, f.fifteen_bit), (QuantFormat::Fp4, true, true));
+        assert!(!BenchFormat::parse("nf4").unwrap().fifteen_bit);
+        for (bad, says) in
+            [("nf4:gguf", "only ggml"), ("q4_0:disk", "unknown source"), ("q5_0", "q5_0"), ("q4_0_q16", "nf4 and fp4")]
+        {
             let err = BenchFormat::parse(bad).err().unwrap().to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }

@@ -19,6 +19,8 @@
 //! `x86_512_fourbit_q16`) compute the same i32 lane sums exactly and differ only in the
 //! order of the final f32 combination.
 
+use super::act_quant::{abs_max, codes_into, round_half_away, simd_versions};
+
 /// Largest code magnitude of activations and table (`8 * 16383^2` fits in i32).
 pub(crate) const Q16_MAX: f32 = 16383.0;
 
@@ -36,7 +38,22 @@ pub struct Q16Acts {
 
 /// `round_half_away(v * inv)` clamped to the code range (`v` finite).
 fn code_of(v: f32, inv: f32) -> i16 {
-    (v * inv).round().clamp(-Q16_MAX, Q16_MAX) as i16
+    round_half_away(v * inv).clamp(-Q16_MAX, Q16_MAX) as i16
+}
+
+simd_versions! {
+    /// Codes and scales of [`Q16Acts`] (slices of the final sizes).
+    fn quantize_lanes(x: &[f32], xq: &mut [i16], dx: &mut [f32]) => quantize_lanes_body
+}
+
+#[inline(always)]
+fn quantize_lanes_body(x: &[f32], xq: &mut [i16], dx: &mut [f32]) {
+    for ((lane, codes), d) in x.chunks_exact(Q16_LANE).zip(xq.chunks_exact_mut(Q16_LANE)).zip(dx.iter_mut()) {
+        let amax = abs_max(lane);
+        let inv = if amax == 0.0 { 0.0 } else { Q16_MAX / amax };
+        *d = amax / Q16_MAX;
+        codes_into(lane, inv, Q16_MAX, codes, |q| q as i16);
+    }
 }
 
 impl Q16Acts {
@@ -44,15 +61,9 @@ impl Q16Acts {
     /// the f32 path otherwise, so NaN and Inf propagate to the output).
     pub fn quantize(x: &[f32]) -> Q16Acts {
         debug_assert!(x.len().is_multiple_of(Q16_LANE) && x.iter().all(|v| v.is_finite()));
-        let mut xq = Vec::with_capacity(x.len());
-        let mut dx = Vec::with_capacity(x.len() / Q16_LANE);
-        for lane in x.chunks_exact(Q16_LANE) {
-            let amax = lane.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let inv = if amax == 0.0 { 0.0 } else { Q16_MAX / amax };
-            dx.push(amax / Q16_MAX);
-            xq.extend(lane.iter().map(|&v| code_of(v, inv)));
-        }
-        Q16Acts { xq, dx }
+        let mut acts = Q16Acts { xq: vec![0; x.len()], dx: vec![0.0; x.len() / Q16_LANE] };
+        quantize_lanes(x, &mut acts.xq, &mut acts.dx);
+        acts
     }
 
     /// Bound on `|f32 dot - q16 dot|` for one row (before f32 rounding of either):

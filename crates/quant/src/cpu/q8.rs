@@ -18,6 +18,8 @@
 
 use half::f16;
 
+use super::act_quant::{abs_max, codes_into, simd_versions};
+
 use crate::ggml::GgmlFormat;
 use crate::ggml::{q4_k, q6_k};
 
@@ -56,30 +58,38 @@ impl Q8Acts {
     pub fn quantize_from(&mut self, x: &[f32], block: usize) {
         debug_assert!(block.is_multiple_of(32) && x.len().is_multiple_of(block));
         self.block = block;
+        let n = x.len();
         self.qs.clear();
+        self.qs.resize(n, 0);
         self.d.clear();
+        self.d.resize(n / block, 0.0);
         self.bsums.clear();
+        self.bsums.resize(n / 32, 0);
         self.bsums16.clear();
-        for xb in x.chunks_exact(block) {
-            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-            self.d.push(d);
-            for x32 in xb.chunks_exact(32) {
-                let mut s = 0i32;
-                for x16 in x32.chunks_exact(16) {
-                    let mut s16 = 0i16;
-                    for &v in x16 {
-                        let q = (v * id).round().clamp(-127.0, 127.0) as i8;
-                        s16 += q as i16;
-                        self.qs.push(q);
-                    }
-                    self.bsums16.push(s16);
-                    s += s16 as i32;
-                }
-                self.bsums.push(s);
-            }
-        }
+        self.bsums16.resize(n / 16, 0);
+        quantize_blocks(x, block, &mut self.qs, &mut self.d, &mut self.bsums, &mut self.bsums16);
+    }
+}
+
+simd_versions! {
+    /// Fills the codes, scales and code sums of [`Q8Acts`] (slices of the final sizes).
+    fn quantize_blocks(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], bsums: &mut [i32], bsums16: &mut [i16])
+        => quantize_blocks_body
+}
+
+#[inline(always)]
+fn quantize_blocks_body(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], bsums: &mut [i32], bsums16: &mut [i16]) {
+    for ((xb, qb), db) in x.chunks_exact(block).zip(qs.chunks_exact_mut(block)).zip(d.iter_mut()) {
+        let scale = abs_max(xb) / 127.0;
+        let id = if scale == 0.0 { 0.0 } else { 1.0 / scale };
+        *db = scale;
+        codes_into(xb, id, 127.0, qb, |q| q as i8);
+    }
+    for (s16, q16) in bsums16.iter_mut().zip(qs.chunks_exact(16)) {
+        *s16 = q16.iter().map(|&q| q as i16).sum();
+    }
+    for (s, pair) in bsums.iter_mut().zip(bsums16.chunks_exact(2)) {
+        *s = pair[0] as i32 + pair[1] as i32;
     }
 }
 

@@ -18,11 +18,12 @@
 //! (half a step of the NF4 table is 0.04 to 0.14 of the absmax).
 //!
 //! The scalar dot here defines the result. The SIMD kernels (`x86_512_fourbit_q8`,
-//! `x86_fourbit_q8`) read the activations regrouped by [`FourBitQ8Lanes`] and differ
+//! `x86_fourbit_q8`) read the activations regrouped by `FourBitQ8Lanes` and differ
 //! from it only in f32 rounding: the AVX2 kernel computes the same i32 lane sums and
 //! combines them in another order; the AVX-512 kernel's lane sums carry a known offset
 //! (`128 * sum(xq)` over the lane, see there) that is taken off once per block in f32.
 
+use super::act_quant::{abs_max, codes_into, round_half_away, simd_versions};
 use super::aligned::LineOffsetBuffer;
 
 /// Largest code magnitude of activations and table.
@@ -42,7 +43,22 @@ pub struct FourBitQ8Acts {
 
 /// `round_half_away(v * inv)` clamped to the code range (`v` finite).
 fn code_of(v: f32, inv: f32) -> i8 {
-    (v * inv).round().clamp(-Q8_CODE_MAX, Q8_CODE_MAX) as i8
+    round_half_away(v * inv).clamp(-Q8_CODE_MAX, Q8_CODE_MAX) as i8
+}
+
+simd_versions! {
+    /// Codes and scales of [`FourBitQ8Acts`] (slices of the final sizes).
+    fn quantize_lanes(x: &[f32], xq: &mut [i8], dx: &mut [f32]) => quantize_lanes_body
+}
+
+#[inline(always)]
+fn quantize_lanes_body(x: &[f32], xq: &mut [i8], dx: &mut [f32]) {
+    for ((lane, codes), d) in x.chunks_exact(Q8_LANE).zip(xq.chunks_exact_mut(Q8_LANE)).zip(dx.iter_mut()) {
+        let amax = abs_max(lane);
+        let inv = if amax == 0.0 { 0.0 } else { Q8_CODE_MAX / amax };
+        *d = amax / Q8_CODE_MAX;
+        codes_into(lane, inv, Q8_CODE_MAX, codes, |q| q as i8);
+    }
 }
 
 impl FourBitQ8Acts {
@@ -50,15 +66,9 @@ impl FourBitQ8Acts {
     /// the f32 path otherwise, so NaN and Inf propagate to the output).
     pub fn quantize(x: &[f32]) -> FourBitQ8Acts {
         debug_assert!(x.len().is_multiple_of(Q8_LANE) && x.iter().all(|v| v.is_finite()));
-        let mut xq = Vec::with_capacity(x.len());
-        let mut dx = Vec::with_capacity(x.len() / Q8_LANE);
-        for lane in x.chunks_exact(Q8_LANE) {
-            let amax = lane.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let inv = if amax == 0.0 { 0.0 } else { Q8_CODE_MAX / amax };
-            dx.push(amax / Q8_CODE_MAX);
-            xq.extend(lane.iter().map(|&v| code_of(v, inv)));
-        }
-        FourBitQ8Acts { xq, dx }
+        let mut acts = FourBitQ8Acts { xq: vec![0; x.len()], dx: vec![0.0; x.len() / Q8_LANE] };
+        quantize_lanes(x, &mut acts.xq, &mut acts.dx);
+        acts
     }
 
     /// Bound on `|f32 dot - q8 dot|` for one row (before f32 rounding of either):
@@ -157,16 +167,19 @@ impl FourBitQ8Lanes {
         let step = 2 * group;
         let padded = acts.xq.len().div_ceil(step) * step;
         let mut xq = LineOffsetBuffer::zeroed(padded, 0);
-        for (e, &q) in acts.xq.iter().enumerate() {
-            let (s, i) = (e / step, e % step);
-            xq[step * s + (i % 2) * group + i / 2] = q;
+        for (codes, out) in acts.xq.chunks(step).zip(xq.chunks_exact_mut(step)) {
+            let (high, low) = out.split_at_mut(group);
+            for (pair, (h, l)) in codes.chunks_exact(2).zip(high.iter_mut().zip(low.iter_mut())) {
+                (*h, *l) = (pair[0], pair[1]);
+            }
         }
         let mut dx = LineOffsetBuffer::zeroed(padded / Q8_LANE, 0);
         dx[..acts.dx.len()].copy_from_slice(&acts.dx);
         let mut block_offsets = vec![0.0f64; acts.xq.len().div_ceil(bs)];
-        for (lane, (codes, &d)) in acts.xq.chunks(Q8_LANE).zip(&acts.dx).enumerate() {
+        let lane_shift = (bs / Q8_LANE).trailing_zeros();
+        for (lane, (codes, &d)) in acts.xq.chunks_exact(Q8_LANE).zip(&acts.dx).enumerate() {
             let sum: i32 = codes.iter().map(|&q| q as i32).sum();
-            block_offsets[lane * Q8_LANE / bs] += 128.0 * d as f64 * sum as f64;
+            block_offsets[lane >> lane_shift] += 128.0 * d as f64 * sum as f64;
         }
         FourBitQ8Lanes {
             xq,

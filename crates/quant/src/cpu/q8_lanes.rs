@@ -90,16 +90,15 @@ impl Q8Lanes {
         for (b, &d) in acts.d.iter().enumerate() {
             scales[lanes_per_block * b..lanes_per_block * (b + 1)].fill(d);
         }
-        let offsets = (0..padded_blocks * lanes_per_block)
-            .map(|lane| {
-                let (step, i) = (lane / lanes_per_step, lane % lanes_per_step);
-                let sum: i32 = (0..step_bytes / vector_bytes)
-                    .flat_map(|v| &codes[step * step_bytes + vector_bytes * v + 4 * i..][..4])
-                    .map(|&q| q as i32)
-                    .sum();
-                -bias * sum
-            })
-            .collect();
+        // Lane `i` of a step multiplies bytes `4i..4i+4` of each of the step's vectors.
+        let mut offsets = vec![0i32; padded_blocks * lanes_per_block];
+        for (step, lanes) in codes.chunks_exact(step_bytes).zip(offsets.chunks_exact_mut(lanes_per_step)) {
+            for vector in step.chunks_exact(vector_bytes) {
+                for (offset, quad) in lanes.iter_mut().zip(vector.chunks_exact(4)) {
+                    *offset -= bias * quad.iter().map(|&q| q as i32).sum::<i32>();
+                }
+            }
+        }
         Q8Lanes { codes, scales, offsets, bsums: Vec::new() }
     }
 }

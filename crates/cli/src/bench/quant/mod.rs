@@ -32,6 +32,12 @@
 //! predicts (linearly in the batch) to be longer: on Mesa lavapipe a 4096x4096 matvec
 //! takes 0.1-0.5 s, so batch 64 and 512 would take minutes per format there.
 //!
+//! CPU calls: by default the timed loop runs on a rayon worker (inside `rayon::scope`),
+//! as a decode loop run in the pool would call the matvec; `--caller outside` times it
+//! from the main thread, where every call also hands its work to the pool and waits for
+//! it (15-22 us per call on the 2-core VM, about a tenth of a 4096x4096 Q4_0 matvec).
+//! The records say which (`caller`: `pool` or `outside`).
+//!
 //! The last JSON line, `{"op": "bench_quant_done", "seconds": ..}`, is the run's wall time.
 //! `--update-docs FILE`: a CPU-only run rewrites the section "Quantization: CPU matvec",
 //! a run with a GPU the section "Quantization: GPU (WGSL / CUDA)".
@@ -95,6 +101,10 @@ pub struct Args {
     /// and format linearly in the batch (lavapipe needs ~6 s for 4096x4096 batch 64).
     #[arg(long, default_value_t = DEFAULT_MAX_RUN_S)]
     max_run_s: f64,
+    /// Where the CPU products are called from: `pool` (a rayon worker, as a decode loop run
+    /// inside the pool) or `outside` (the main thread, paying a hand-off per call).
+    #[arg(long, default_value = "pool")]
+    caller: String,
     /// Rewrite a section of this markdown file: "Quantization: CPU matvec" for a CPU-only
     /// run, "Quantization: GPU (WGSL / CUDA)" when a GPU is listed.
     #[arg(long)]
@@ -286,6 +296,34 @@ struct Measured {
     timing: timing::Timing,
     kernel: String,
     dtype: DType,
+    /// CPU only: where the products were called from.
+    caller: Option<Caller>,
+}
+
+/// Where the CPU products of a run are called from (`--caller`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Caller {
+    /// A rayon worker (the timed loop runs inside `rayon::scope`).
+    Pool,
+    /// The main thread.
+    Outside,
+}
+
+impl Caller {
+    fn parse(name: &str) -> Result<Caller> {
+        match name {
+            "pool" => Ok(Caller::Pool),
+            "outside" => Ok(Caller::Outside),
+            other => Err(Error::invalid(format!("bench quant: --caller {other}: expected pool or outside"))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Caller::Pool => "pool",
+            Caller::Outside => "outside",
+        }
+    }
 }
 
 /// Times `case` on `dev` with its prepared weight.
@@ -295,13 +333,14 @@ fn measure(
     case: &Case,
     cpu_kernel: CpuKernel,
     gpu_dtype: DType,
+    caller: Caller,
 ) -> Result<Measured> {
     let (rows, cols, batch, weight) = (case.rows, case.cols, case.batch, case.weight);
     let x: Vec<f32> = (0..batch * cols).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
     match prepared {
         PreparedWeight::Cpu => {
             let mut y = vec![0f32; batch * rows];
-            let timing = time_case(&dev.device, || {
+            let product = || {
                 if let (1, true, QuantizedWeight::FourBit(w)) = (batch, case.fifteen_bit, weight) {
                     linattn_quant::cpu::fourbit_matvec_q16_into(cpu_kernel, w, &x, &mut y)
                 } else if batch == 1 {
@@ -309,14 +348,18 @@ fn measure(
                 } else {
                     weight.matmul_into(cpu_kernel, &x, batch, &mut y)
                 }
-            })?;
-            Ok(Measured { timing, kernel: format!("{cpu_kernel:?}"), dtype: DType::F32 })
+            };
+            let timing = match caller {
+                Caller::Pool => rayon::scope(|_| time_case(&dev.device, product))?,
+                Caller::Outside => time_case(&dev.device, product)?,
+            };
+            Ok(Measured { timing, kernel: format!("{cpu_kernel:?}"), dtype: DType::F32, caller: Some(caller) })
         }
         PreparedWeight::Gpu(w) => {
             let x = Tensor::from_f32(&x, gpu_dtype, [batch, cols])?.to_device(&dev.device)?;
             let timing = time_case(&dev.device, || w.matmul(&x).map(|_| ()))?;
             let kernel = if matches!(dev.device, Device::Cuda(_)) { "cuda" } else { "wgsl" };
-            Ok(Measured { timing, kernel: kernel.into(), dtype: gpu_dtype })
+            Ok(Measured { timing, kernel: kernel.into(), dtype: gpu_dtype, caller: None })
         }
         PreparedWeight::Unavailable => Err(Error::invalid("bench quant: no weight on this device")),
     }
@@ -362,6 +405,9 @@ fn case_record(dev: &BenchDevice, case: &Case, m: &Measured) -> Value {
     let mut rec = dev.tag(&case.base());
     rec["op"] = json!(if case.batch == 1 { "matvec" } else { "matmul" });
     rec["kernel"] = json!(m.kernel);
+    if let Some(caller) = m.caller {
+        rec["caller"] = json!(caller.name());
+    }
     rec["dtype"] = json!(m.dtype.name());
     rec["weight_bytes"] = json!(bytes);
     rec["ms"] = json!(m.timing.median_ms);
@@ -391,6 +437,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         Some(name) => CpuKernel::parse(name)?,
         None => CpuKernel::detect(),
     };
+    let caller = Caller::parse(&args.caller)?;
     let mut problems = Vec::new();
     let devices = open_devices(&specs, &mut problems);
     if devices.is_empty() {
@@ -428,7 +475,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                         case_records.push((dev.device.kind(), line));
                         continue;
                     }
-                    let rec = match measure(dev, prepared, &case, kernel, gpu_dtype) {
+                    let rec = match measure(dev, prepared, &case, kernel, gpu_dtype, caller) {
                         Ok(measured) => {
                             *last = Some((batch, measured.timing.median_ms));
                             case_record(dev, &case, &measured)

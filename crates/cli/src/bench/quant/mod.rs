@@ -32,6 +32,13 @@
 //! predicts (linearly in the batch) to be longer: on Mesa lavapipe a 4096x4096 matvec
 //! takes 0.1-0.5 s, so batch 64 and 512 would take minutes per format there.
 //!
+//! The CPU's peer is measured again right before each matvec (batch 1) case and that
+//! figure is the record's `memory_gbps`: this VM's memory bandwidth switches between
+//! two modes for minutes at a time (32-40 and 55-68 GB/s), so one figure from the start
+//! of a run could compare a kernel with the other mode. Every peer is the best of
+//! [`BANDWIDTH_PASSES`] scans of 256 MiB (`membw`); GPU records use the figure measured
+//! when the device was opened.
+//!
 //! CPU calls: by default the timed loop runs on a rayon worker (inside `rayon::scope`),
 //! as a decode loop run in the pool would call the matvec; `--caller outside` times it
 //! from the main thread, where every call also hands its work to the pool and waits for
@@ -397,8 +404,9 @@ fn prepare(
     }
 }
 
-/// The JSON record of one timed case (with the fields the CPU-only bench always printed).
-fn case_record(dev: &BenchDevice, case: &Case, m: &Measured) -> Value {
+/// The JSON record of one timed case (with the fields the CPU-only bench always printed);
+/// `peer` is the memory read bandwidth it is compared with.
+fn case_record(dev: &BenchDevice, case: &Case, m: &Measured, peer: Option<f64>) -> Value {
     let secs = m.timing.median_ms * 1e-3;
     let bytes = case.weight.storage_bytes();
     let gbps = bytes as f64 / secs / 1e9;
@@ -414,8 +422,8 @@ fn case_record(dev: &BenchDevice, case: &Case, m: &Measured) -> Value {
     rec["min_ms"] = json!(m.timing.min_ms);
     rec["runs"] = json!(m.timing.runs);
     rec["gbps"] = json!(gbps);
-    rec["memory_gbps"] = json!(dev.bandwidth_gbps());
-    rec["fraction_of_bandwidth"] = json!(dev.bandwidth_gbps().map(|bw| gbps / bw));
+    rec["memory_gbps"] = json!(peer);
+    rec["fraction_of_bandwidth"] = json!(peer.map(|bw| gbps / bw));
     rec["tflops"] = json!(2.0 * (case.batch * case.rows * case.cols) as f64 / secs / 1e12);
     rec
 }
@@ -475,10 +483,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                         case_records.push((dev.device.kind(), line));
                         continue;
                     }
+                    let peer = if matches!(dev.device, Device::Cpu) && batch == 1 {
+                        Some(super::membw::read_bandwidth_gbps(BANDWIDTH_PASSES))
+                    } else {
+                        dev.bandwidth_gbps()
+                    };
                     let rec = match measure(dev, prepared, &case, kernel, gpu_dtype, caller) {
                         Ok(measured) => {
                             *last = Some((batch, measured.timing.median_ms));
-                            case_record(dev, &case, &measured)
+                            case_record(dev, &case, &measured, peer)
                         }
                         Err(e) => {
                             problems.push(format!("{} {} {rows}x{cols} batch {batch}: {e}", dev.device, format.label));

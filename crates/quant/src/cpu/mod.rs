@@ -75,6 +75,8 @@ mod x86_512_fourbit_q16;
 #[cfg(target_arch = "x86_64")]
 mod x86_512_fourbit_q8;
 #[cfg(target_arch = "x86_64")]
+mod x86_512_nested_absmax;
+#[cfg(target_arch = "x86_64")]
 mod x86_fourbit_q16;
 #[cfg(target_arch = "x86_64")]
 mod x86_fourbit_q8;
@@ -490,8 +492,23 @@ pub fn fourbit_matvec_q8_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y
         #[cfg(target_arch = "x86_64")]
         CpuKernel::Avx512 => {
             let lanes = FourBitQ8Lanes::new(&acts, x86_512_fourbit_q8::GROUP_BYTES, bs);
+            // Double-quantized absmax: the table split into byte planes once per call.
+            let nested = match &w.absmax {
+                crate::bnb::four_bit::Absmax::Nested(n) => Some((n, nested_planes(n)?)),
+                crate::bnb::four_bit::Absmax::F32(_) => None,
+            };
             for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
-                let a = w.absmax_range(r * nb, nb, buf);
+                let a = match &nested {
+                    Some((n, planes)) => {
+                        buf.clear();
+                        buf.resize(nb, 0.0);
+                        // SAFETY: Avx512 is used only after avx512f, avx512bw and
+                        // avx512vbmi (and more) were detected; slices are bounds-checked.
+                        unsafe { x86_512_nested_absmax::decode_range(n, planes, r * nb, buf) };
+                        &buf[..]
+                    }
+                    None => w.absmax_range(r * nb, nb, buf),
+                };
                 // SAFETY: Avx512 is used only after avx512f, avx512bw and avx512vnni (and
                 // more) were detected; slices are bounds-checked inside.
                 unsafe { x86_512_fourbit_q8::fourbit_row_dot_q8(row(r), a, &code, &lanes) }
@@ -512,6 +529,15 @@ pub fn fourbit_matvec_q8_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y
         }),
     }
     Ok(())
+}
+
+/// The byte planes of a nested absmax table (validated weights hold 256 entries).
+#[cfg(target_arch = "x86_64")]
+fn nested_planes(n: &crate::bnb::four_bit::NestedAbsmax) -> Result<x86_512_nested_absmax::NestedPlanes> {
+    let table: &[f32; 256] = n.code.as_slice().try_into().map_err(|_| {
+        Error::invalid(format!("4-bit matvec: nested absmax code holds {} entries, expected 256", n.code.len()))
+    })?;
+    Ok(x86_512_nested_absmax::NestedPlanes::new(table))
 }
 
 /// Prefill matmul into a preallocated output: `y [m, rows] = x [m, cols] W^T` for a

@@ -54,6 +54,7 @@
 //! sums are exact in every kernel). Accumulation is f32 throughout.
 
 mod act_quant;
+pub mod lane_codes;
 pub(crate) use act_quant::simd_versions;
 mod aligned;
 pub mod fp8;

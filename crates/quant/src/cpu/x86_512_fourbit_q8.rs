@@ -93,11 +93,12 @@ pub fn fourbit_row_dot_q8(packed: &[u8], absmax: &[f32], code: &FourBitQ8Code, l
             && lanes.block_offsets.len() == absmax.len(),
         "4-bit q8 AVX-512 row: activations laid out for another shape"
     );
-    // SAFETY: `offset_table` is 16 bytes and `lane_block` 16 i32; unaligned loads are
-    // allowed.
+    // SAFETY: `tq` is 16 i8 and `lane_block` 16 i32; unaligned loads are allowed. The
+    // table offset by +128 as unsigned bytes is `tq ^ 0x80`.
     let (table, lane_block) = unsafe {
+        let signed = _mm_loadu_si128(code.tq.as_ptr() as *const _);
         (
-            _mm512_broadcast_i32x4(_mm_loadu_si128(code.offset_table.as_ptr() as *const _)),
+            _mm512_broadcast_i32x4(_mm_xor_si128(signed, _mm_set1_epi8(-128))),
             _mm512_loadu_si512(lanes.lane_block.as_ptr() as *const _),
         )
     };

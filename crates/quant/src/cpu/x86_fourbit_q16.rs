@@ -80,7 +80,7 @@ fn act(lanes: &Q16Lanes2, s: usize, v: usize) -> __m256i {
 /// past the row end gives 0).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn step_scales(absmax: &[f32], s: usize, bs: usize) -> __m256 {
+pub(super) fn step_scales(absmax: &[f32], s: usize, bs: usize) -> __m256 {
     let first = STEP * s / bs;
     if bs >= STEP {
         return _mm256_set1_ps(absmax[first]);

@@ -20,24 +20,12 @@
 use std::arch::x86_64::*;
 
 use super::q8_fourbit::{FourBitQ8Code, FourBitQ8Lanes, Q8_LANE};
+use super::x86_fourbit_q16::step_scales;
 
 /// Packed bytes per step.
 pub(crate) const STEP_BYTES: usize = 32;
 /// Elements per step.
 const STEP: usize = 2 * STEP_BYTES;
-
-/// The absmax of each of the 8 lanes of step `s` (blocks of `bs` >= 32; a second block
-/// past the row end gives 0).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn step_scales(absmax: &[f32], s: usize, bs: usize) -> __m256 {
-    let first = STEP * s / bs;
-    if bs >= STEP {
-        return _mm256_set1_ps(absmax[first]);
-    }
-    let second = absmax.get(first + 1).copied().unwrap_or(0.0);
-    _mm256_setr_m128(_mm_set1_ps(absmax[first]), _mm_set1_ps(second))
-}
 
 /// The 8 exact i32 lane sums of one step from its 32 packed bytes and its two
 /// activation vectors.

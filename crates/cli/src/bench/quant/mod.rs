@@ -39,6 +39,13 @@
 //! [`BANDWIDTH_PASSES`] scans of 256 MiB (`membw`); GPU records use the figure measured
 //! when the device was opened.
 //!
+//! Weight copies: a CPU case cycles through copies of its weight (quantized again, each
+//! in its own mapping) totalling at least 64 MiB, twice this VM's L3, at most 32 copies
+//! (`weight_copies` in the record), so a 4096x4096 weight (9-18 MB) is read from memory on every product as
+//! in a model's decode step, not from the L3 where repeated products of one copy found
+//! it. GPU cases time one copy (an H100's 50 MB L2 holds a 4096x4096 weight; see the
+//! GPU notes in `docs/benchmarks.md`).
+//!
 //! CPU calls: by default the timed loop runs on a rayon worker (inside `rayon::scope`),
 //! as a decode loop run in the pool would call the matvec; `--caller outside` times it
 //! from the main thread, where every call also hands its work to the pool and waits for
@@ -284,6 +291,8 @@ struct Case<'w> {
     /// The format's name, or `nf4_dq` / `fp4_dq` for double-quantized absmax.
     label: &'w str,
     weight: &'w QuantizedWeight,
+    /// Further copies of the weight the CPU cycles through ([`cpu_rotation`]).
+    rotation: &'w [QuantizedWeight],
     /// NF4 / FP4 CPU matvec with 15-bit activations.
     fifteen_bit: bool,
     rows: usize,
@@ -347,7 +356,11 @@ fn measure(
     match prepared {
         PreparedWeight::Cpu => {
             let mut y = vec![0f32; batch * rows];
+            let rotation: Vec<&QuantizedWeight> = std::iter::once(weight).chain(case.rotation).collect();
+            let mut turn = 0usize;
             let product = || {
+                let weight = rotation[turn % rotation.len()];
+                turn += 1;
                 if let (1, true, QuantizedWeight::FourBit(w)) = (batch, case.fifteen_bit, weight) {
                     linattn_quant::cpu::fourbit_matvec_q16_into(cpu_kernel, w, &x, &mut y)
                 } else if batch == 1 {
@@ -404,6 +417,33 @@ fn prepare(
     }
 }
 
+/// Bytes of weight a CPU case cycles through: twice the 32 MiB L3 of the machine the
+/// targets were set on, so every timed product reads its weight from memory, as a
+/// decode step does once a model is larger than the cache.
+const CPU_ROTATION_BYTES: usize = 64 << 20;
+
+/// Most copies of one weight (small shapes stay cache-resident rather than being
+/// quantized thousands of times).
+const MAX_CPU_COPIES: usize = 32;
+
+/// How many copies of a weight of `bytes` bytes hold at least [`CPU_ROTATION_BYTES`]
+/// together (at most [`MAX_CPU_COPIES`]).
+fn cpu_copies(bytes: usize) -> usize {
+    CPU_ROTATION_BYTES.div_ceil(bytes.max(1)).clamp(1, MAX_CPU_COPIES)
+}
+
+/// The further copies of a weight of `bytes` bytes (quantized again, each in its own
+/// mapping) that [`cpu_copies`] asks for.
+fn cpu_rotation(
+    format: &BenchFormat,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    bytes: usize,
+) -> Result<Vec<QuantizedWeight>> {
+    (1..cpu_copies(bytes)).map(|_| format.quantize(values, rows, cols)).collect()
+}
+
 /// The JSON record of one timed case (with the fields the CPU-only bench always printed);
 /// `peer` is the memory read bandwidth it is compared with.
 fn case_record(dev: &BenchDevice, case: &Case, m: &Measured, peer: Option<f64>) -> Value {
@@ -418,6 +458,9 @@ fn case_record(dev: &BenchDevice, case: &Case, m: &Measured, peer: Option<f64>) 
     }
     rec["dtype"] = json!(m.dtype.name());
     rec["weight_bytes"] = json!(bytes);
+    if matches!(dev.device, Device::Cpu) {
+        rec["weight_copies"] = json!(1 + case.rotation.len());
+    }
     rec["ms"] = json!(m.timing.median_ms);
     rec["min_ms"] = json!(m.timing.min_ms);
     rec["runs"] = json!(m.timing.runs);
@@ -457,13 +500,25 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             (0..rows * cols).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
         for format in &formats {
             let weight = format.quantize(&values, rows, cols)?;
+            let rotation = if devices.iter().any(|d| matches!(d.device, Device::Cpu)) {
+                cpu_rotation(format, &values, rows, cols, weight.storage_bytes())?
+            } else {
+                Vec::new()
+            };
             let shape_fields = json!({ "format": format.label, "out": rows, "in": cols });
             let prepared: Vec<PreparedWeight> =
                 devices.iter().map(|d| prepare(d, &weight, &shape_fields, &mut problems)).collect();
             let mut last_measured: Vec<Option<(usize, f64)>> = vec![None; devices.len()];
             for &batch in &batch_sizes {
-                let case =
-                    Case { label: &format.label, weight: &weight, fifteen_bit: format.fifteen_bit, rows, cols, batch };
+                let case = Case {
+                    label: &format.label,
+                    weight: &weight,
+                    rotation: &rotation,
+                    fifteen_bit: format.fifteen_bit,
+                    rows,
+                    cols,
+                    batch,
+                };
                 let mut case_records = Vec::new();
                 for ((dev, prepared), last) in devices.iter().zip(&prepared).zip(&mut last_measured) {
                     if matches!(prepared, PreparedWeight::Unavailable) {
@@ -546,6 +601,16 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 mod tests {
     use super::docs::with_significant_digits;
     use super::*;
+
+    #[test]
+    fn cpu_copies_hold_twice_the_l3() {
+        // 4096x4096 Q4_0 (9.4 MB) -> 8 copies, 14336x4096 Q8_0 (62 MB) -> 2, tiny -> capped.
+        assert_eq!(cpu_copies(9_437_184), 8);
+        assert_eq!(cpu_copies(62_390_272), 2);
+        assert_eq!(cpu_copies(CPU_ROTATION_BYTES), 1);
+        assert_eq!(cpu_copies(1024), MAX_CPU_COPIES);
+        assert_eq!(cpu_copies(0), MAX_CPU_COPIES);
+    }
 
     #[test]
     fn formats_parse_with_their_sources() {

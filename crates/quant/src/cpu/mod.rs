@@ -20,8 +20,8 @@
 //!   - [`fourbit_matvec_q8_into`] (what `QuantizedWeight::matvec_into` uses): the same
 //!     scheme with 8-bit codes ([`q8_fourbit`]), about 4e-3 relative per element (a
 //!     bf16 rounding of the operands); byte shuffles and `vpdpbusd` instead of word
-//!     permutes, 1.3x the q16 kernel's speed from memory (two Zen 4 cores, 14336x4096:
-//!     44-45 against 34-35 GB/s).
+//!     permutes: 1.45x the q16 kernel's speed in L2, 1.1x from memory (two Zen 4 cores,
+//!     14336x4096: 37.4-38.3 against 33.6-34.4 GB/s).
 //! - The quantized-activation paths need finite `x`: with a NaN or Inf in `x` they run
 //!   the f32 path instead, so the non-finite value reaches the output as in a dense
 //!   product rather than being rounded away.

@@ -49,9 +49,10 @@ pub fn fourbit_row_dot_q8_scalar(
 /// nibbles of the step's bytes) and the next `group` bytes `xq[2 * group * s + 2j + 1]`
 /// (the low nibbles); `dx` holds the lane scales; both are zero past the end of `x`, and
 /// start on a cache line, so no 64-byte load splits across two (one Zen 4 thread,
-/// 14336x4096 NF4, one weight copy, partly L3-resident: 24-25 GB/s, against 21.5 with the codes 16 bytes into a line and 22.5
-/// at 32). `block_offsets[b] = 128 * sum over the lanes of block b of
-/// dx * sum(xq)`, the term the AVX-512 kernel takes off per block.
+/// 14336x4096 NF4, one weight copy, partly L3-resident: 24-25 GB/s, against 21.5 with
+/// the codes 16 bytes into a line and 22.5 at 32). `block_offsets[b] = 128 * sum over
+/// the lanes of block b of dx * sum(xq)`, the term the AVX-512 kernel takes off per
+/// block.
 pub(crate) struct FourBitQ8Lanes {
     pub(crate) xq: LineOffsetBuffer<i8>,
     pub(crate) dx: LineOffsetBuffer<f32>,

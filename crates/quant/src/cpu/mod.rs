@@ -475,14 +475,14 @@ pub fn fourbit_matvec_q16_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], 
 /// Decode matvec `y = W x` for a bitsandbytes NF4/FP4 weight with 8-bit activations
 /// and code table ([`q8_fourbit`]): exact i32 sums of 8 products, scaled by
 /// `absmax * dx` in f32. Falls back to [`fourbit_matvec_into`] (f32) when the row is not
-/// whole blocks of at least 32, or `x` or the code table holds a NaN or Inf. Allocates
+/// whole blocks, or `x` or the code table holds a NaN or Inf. Allocates
 /// the quantized copy of `x` and its kernel layout (about `3 * cols` bytes), once per
 /// call.
 pub fn fourbit_matvec_q8_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &mut [f32]) -> Result<()> {
     let kernel = kernel.checked()?;
     let (_, cols) = fourbit_matvec_dims(w, x, y)?;
     let bs = w.blocksize;
-    if bs < 32 || !cols.is_multiple_of(bs) || !x.iter().chain(&w.code).all(|v| v.is_finite()) {
+    if !cols.is_multiple_of(bs) || !x.iter().chain(&w.code).all(|v| v.is_finite()) {
         return fourbit_matvec_into(kernel, w, x, y);
     }
     let (acts, code) = (FourBitQ8Acts::quantize(x), FourBitQ8Code::new(&w.code));
@@ -495,7 +495,7 @@ pub fn fourbit_matvec_q8_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y
             let lanes = FourBitQ8Lanes::new(&acts, x86_512_fourbit_q8::GROUP_BYTES, bs);
             // Double-quantized absmax: the table split into byte planes once per call.
             let nested = match &w.absmax {
-                crate::bnb::four_bit::Absmax::Nested(n) => Some((n, nested_planes(n)?)),
+                crate::bnb::four_bit::Absmax::Nested(n) => Some((n, x86_512_nested_absmax::NestedPlanes::new(n)?)),
                 crate::bnb::four_bit::Absmax::F32(_) => None,
             };
             for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
@@ -530,15 +530,6 @@ pub fn fourbit_matvec_q8_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y
         }),
     }
     Ok(())
-}
-
-/// The byte planes of a nested absmax table (validated weights hold 256 entries).
-#[cfg(target_arch = "x86_64")]
-fn nested_planes(n: &crate::bnb::four_bit::NestedAbsmax) -> Result<x86_512_nested_absmax::NestedPlanes> {
-    let table: &[f32; 256] = n.code.as_slice().try_into().map_err(|_| {
-        Error::invalid(format!("4-bit matvec: nested absmax code holds {} entries, expected 256", n.code.len()))
-    })?;
-    Ok(x86_512_nested_absmax::NestedPlanes::new(table))
 }
 
 /// Prefill matmul into a preallocated output: `y [m, rows] = x [m, cols] W^T` for a

@@ -17,6 +17,8 @@
 
 use std::arch::x86_64::*;
 
+use linattn_tensor::{Error, Result};
+
 use crate::bnb::four_bit::NestedAbsmax;
 
 /// Position `16L + 4m + t` of the permuted codes holds code `16m + 4L + t`: after the
@@ -33,21 +35,30 @@ const CODE_ORDER: [u8; 64] = {
     order
 };
 
-/// The 256-entry table as four byte planes: `planes[256 k + i]` is byte `k` (little
-/// endian) of entry `i`'s f32 bits.
+/// The 256-entry table as four byte planes (`planes[256 k + i]` is byte `k`, little
+/// endian, of entry `i`'s f32 bits), and as is for the codes past the last whole vector.
 pub(crate) struct NestedPlanes {
     planes: [u8; 1024],
+    table: [f32; 256],
 }
 
 impl NestedPlanes {
-    pub(crate) fn new(table: &[f32; 256]) -> NestedPlanes {
+    /// The planes of `nested`'s table (`Err` unless it holds 256 entries, which
+    /// `FourBitWeight::validate` guarantees).
+    pub(crate) fn new(nested: &NestedAbsmax) -> Result<NestedPlanes> {
+        let table: [f32; 256] = nested.code.as_slice().try_into().map_err(|_| {
+            Error::invalid(format!(
+                "4-bit matvec: nested absmax code holds {} entries, expected 256",
+                nested.code.len()
+            ))
+        })?;
         let mut planes = [0u8; 1024];
         for (i, v) in table.iter().enumerate() {
             for (k, b) in v.to_bits().to_le_bytes().into_iter().enumerate() {
                 planes[256 * k + i] = b;
             }
         }
-        NestedPlanes { planes }
+        Ok(NestedPlanes { planes, table })
     }
 }
 
@@ -75,10 +86,10 @@ fn lookup64(codes: __m512i, tables: &[__m512i; 16]) -> [__m512i; 4] {
     ]
 }
 
-/// Writes the absmax of blocks `start..start + out.len()` into `out`.
+/// Writes the absmax of blocks `start..start + out.len()` into `out` (`planes` made from
+/// `nested`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 pub(crate) fn decode_range(nested: &NestedAbsmax, planes: &NestedPlanes, start: usize, out: &mut [f32]) {
-    let table: &[f32; 256] = nested.code.as_slice().try_into().expect("nested code table of 256 entries (validated)");
     // SAFETY: `planes` is 1024 bytes, read as 16 vectors of 64; unaligned loads are allowed.
     let tables: [__m512i; 16] =
         std::array::from_fn(|j| unsafe { _mm512_loadu_si512(planes.planes[64 * j..].as_ptr() as *const _) });
@@ -103,7 +114,7 @@ pub(crate) fn decode_range(nested: &NestedAbsmax, planes: &NestedPlanes, start: 
             }
         }
         for (&q, d) in code_chunks.remainder().iter().zip(dst_chunks.into_remainder()) {
-            *d = table[q as usize] * scale + offset;
+            *d = planes.table[q as usize] * scale + offset;
         }
         at = stop;
     }
@@ -135,7 +146,7 @@ mod tests {
         }
         let full = w.absmax_f32();
         let Absmax::Nested(nested) = &w.absmax else { unreachable!() };
-        let planes = NestedPlanes::new(nested.code.as_slice().try_into().unwrap());
+        let planes = NestedPlanes::new(nested).unwrap();
         for (start, n) in [(0, 768), (0, 64), (64, 64), (192, 128), (250, 70), (5, 3), (300, 200), (767, 1)] {
             let mut out = vec![f32::NAN; n];
             // SAFETY: AVX-512 (with VBMI) was detected above.

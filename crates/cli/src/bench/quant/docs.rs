@@ -108,7 +108,9 @@ pub(super) fn gpu_section(outcome: &RunOutcome, gpu_dtype: DType, max_run_s: f64
          - `ratio_vs_cpu` = CPU ms / device ms for the same format, shape and batch, timed back to back with the \
          CPU;\n\
          - `wgpu_vs_cuda` = CUDA ms / WebGPU ms, likewise.\n\n\
-         {x_dtype}; `gbps` counts the quantized weight's bytes; `--max-run-s` skips batches predicted to run \
+         {x_dtype}; `gbps` counts the quantized weight's bytes; each case cycles through `weight_copies` copies of \
+         its weight (at least 256 MiB on a GPU, 64 MiB on the CPU), so they are read from memory, not from a \
+         cache; `--max-run-s` skips batches predicted to run \
          longer than {} s (listed below). Targets: CUDA matvec at >= 70% of HBM bandwidth on an H100, batch 64 \
          and 512 in TFLOP/s.\n\n",
         report::machine(),
@@ -147,6 +149,7 @@ pub(super) fn gpu_section(outcome: &RunOutcome, gpu_dtype: DType, max_run_s: f64
         "out",
         "in",
         "batch",
+        "weight_copies",
         "ms",
         "gbps",
         "fraction_of_bandwidth",

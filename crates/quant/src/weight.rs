@@ -294,7 +294,27 @@ impl QuantizedWeight {
         }
     }
 
-    /// `y [m, rows] = x [m, cols] W^T` on host slices.
+    /// `y [m, rows] = x [m, cols] W^T` on host slices with the activations quantized as
+    /// in [`Self::matvec_into`]: the fast CPU product for batched decode and prefill.
+    /// For the ggml formats and NF4/FP4 every activation row is quantized once and
+    /// dotted with integer kernels (`cpu::ggml_matmul_q8_into`,
+    /// `cpu::fourbit_matmul_q8_into`), and row `j` of `y` equals `matvec_into` of
+    /// `x[j]` bit for bit, whatever `m`. LLM.int8 and FP8 run [`Self::matmul_into`].
+    /// [`Self::matmul_into`] keeps f32 activations (training, references).
+    pub fn matmul_q8_into(&self, kernel: CpuKernel, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+        self.validate()?;
+        let (rows, cols) = (self.rows(), self.cols());
+        match self {
+            QuantizedWeight::Ggml { format, bytes, .. } => {
+                cpu::ggml_matmul_q8_into(kernel, *format, bytes.as_slice(), rows, cols, x, m, y)
+            }
+            QuantizedWeight::FourBit(w) => cpu::fourbit_matmul_q8_into(kernel, w, x, m, y),
+            _ => self.matmul_into(kernel, x, m, y),
+        }
+    }
+
+    /// `y [m, rows] = x [m, cols] W^T` on host slices with f32 activations (exact up to
+    /// f32 summation order; what the tensor API [`Self::matmul`] runs on the CPU).
     pub fn matmul_into(&self, kernel: CpuKernel, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
         self.validate()?;
         let (rows, cols) = (self.rows(), self.cols());

@@ -27,10 +27,19 @@
 //!   product rather than being rounded away.
 //! - FP8 decode: [`fp8::fp8_matvec_into`], codes decoded to f32 in registers with exact
 //!   bit arithmetic, each scale span's partial dot scaled once.
-//! - Prefill (matrix-matrix, `m` activation rows, [`rowwise_matmul_into`]): rayon over
-//!   panels of weight rows; each panel is dequantized once into a thread-local f32
-//!   buffer and multiplied with all `m` activation rows by the `gemm` crate (SIMD
-//!   kernels), or dotted row by row (scalar kernel and `m < 4`).
+//! - Batched decode and prefill with 8-bit activations ([`ggml_matmul_q8_into`],
+//!   [`fourbit_matmul_q8_into`], module `batched_q8`; `QuantizedWeight::matmul_q8_into`):
+//!   every activation row quantized once, tiles of weight rows dotted with each of them
+//!   by the matvec kernels; row `j` of the result equals the matvec of `x[j]` bit for
+//!   bit. The two 8-bit matvecs above are this product with `m = 1`. 4096x4096 on the
+//!   2-core Zen 4 VM against the f32 prefill below: batch 2 0.47 against 5.2 ms (Q4_0)
+//!   and 0.45 against 15.3 ms (NF4), batch 64 11.1 against 19.8 ms, batch 512 90
+//!   against 142 ms (Q4_0).
+//! - Prefill with f32 activations (matrix-matrix, `m` activation rows,
+//!   [`rowwise_matmul_into`]): rayon over panels of weight rows; each panel is
+//!   dequantized once into a thread-local f32 buffer and multiplied with all `m`
+//!   activation rows by the `gemm` crate (SIMD kernels), or dotted row by row (scalar
+//!   kernel and `m < 4`).
 //! - LLM.int8 runs its mixed-precision product (`bnb::int8`) with exact i8 x i8 row dots
 //!   ([`i8dot`]: AVX-512 VNNI, AVX2, scalar).
 //! - Products without a fused kernel (4-bit and FP8 prefill) use the same row-decode
@@ -54,6 +63,7 @@
 //! sums are exact in every kernel). Accumulation is f32 throughout.
 
 mod act_quant;
+mod batched_q8;
 pub mod lane_codes;
 pub(crate) use act_quant::simd_versions;
 mod aligned;
@@ -93,11 +103,8 @@ use rayon::prelude::*;
 
 use crate::bnb::FourBitWeight;
 use crate::ggml::GgmlFormat;
+pub use batched_q8::{fourbit_matmul_q8_into, ggml_matmul_q8_into};
 pub use prefill::rowwise_matmul_into;
-use q8::Q8Acts;
-use q8_fourbit::{FourBitQ8Acts, FourBitQ8Code, FourBitQ8Lanes};
-#[cfg(target_arch = "x86_64")]
-use q8_lanes::Q8Lanes;
 use q16::{Q16Acts, Q16Code};
 
 /// Which CPU kernel family computes a product.
@@ -275,57 +282,7 @@ pub fn ggml_matvec_q8_into(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
-    let kernel = kernel.checked()?;
-    let rb = format.row_bytes(cols)?;
-    check_dims("ggml matvec", weight.len(), rb, rows, x.len(), cols, 1, y.len())?;
-    if x.iter().any(|v| !v.is_finite()) {
-        return ggml_matvec_into(kernel, format, weight, rows, cols, x, y);
-    }
-    let acts = Q8Acts::quantize(x, Q8Acts::block_for(format));
-    let row = |r: usize| &weight[r * rb..(r + 1) * rb];
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        CpuKernel::Avx512 if format == GgmlFormat::Q6K => for_each_row(y, rb, |r| {
-            // SAFETY: Avx512 is used only after feature detection confirmed the AVX-512
-            // subsets, AVX2, FMA and F16C. Slices are bounds-checked inside.
-            unsafe { x86_q6_k::row_dot_q6_k_avx512(row(r), &acts) }
-        }),
-        #[cfg(target_arch = "x86_64")]
-        CpuKernel::Avx512 => {
-            let lanes = Q8Lanes::for_avx512(format, &acts);
-            for_each_row(y, rb, |r| {
-                // SAFETY: Avx512 is used only after feature detection confirmed the AVX-512
-                // subsets these kernels enable. Slices are bounds-checked inside.
-                unsafe {
-                    match format {
-                        GgmlFormat::Q8_0 => x86_512::row_dot_q8_0(row(r), &lanes),
-                        GgmlFormat::Q4_0 => x86_512::row_dot_q4_0(row(r), &lanes),
-                        GgmlFormat::Q4K => x86_512::row_dot_q4_k(row(r), &lanes),
-                        GgmlFormat::Q6K => unreachable!("Q6_K has its own arm"),
-                    }
-                }
-            })
-        }
-        #[cfg(target_arch = "x86_64")]
-        CpuKernel::Avx2Fma => {
-            let q4_0_lanes = (format == GgmlFormat::Q4_0).then(|| Q8Lanes::for_avx2_q4_0(&acts));
-            for_each_row(y, rb, |r| {
-                // SAFETY: Avx2Fma is used only after feature detection confirmed avx2, fma
-                // and f16c. Slices are bounds-checked inside.
-                unsafe {
-                    match (format, &q4_0_lanes) {
-                        (GgmlFormat::Q8_0, _) => x86::row_dot_q8_0_i8(row(r), &acts.qs, &acts.d),
-                        (GgmlFormat::Q4_0, Some(lanes)) => x86::row_dot_q4_0_i8(row(r), lanes),
-                        (GgmlFormat::Q4K, _) => x86::row_dot_q4_k_i8(row(r), &acts.qs, &acts.d, &acts.bsums),
-                        (GgmlFormat::Q6K, _) => x86_q6_k::row_dot_q6_k_avx2(row(r), &acts),
-                        (GgmlFormat::Q4_0, None) => unreachable!("Q4_0 has lanes"),
-                    }
-                }
-            })
-        }
-        _ => for_each_row(y, rb, |r| q8::row_dot_scalar(format, row(r), &acts)),
-    }
-    Ok(())
+    ggml_matmul_q8_into(kernel, format, weight, rows, cols, x, 1, y)
 }
 
 /// Matvec driver: `y[r] = row_dot(r)` for every row, rayon over chunks of rows sized by
@@ -368,16 +325,17 @@ fn fourbit_row_dot_scalar(packed: &[u8], absmax: &[f32], code: &[f32; 16], bs: u
     acc
 }
 
-/// Validates a 4-bit weight and the matvec operands; returns `(rows, cols)`.
-fn fourbit_matvec_dims(w: &FourBitWeight, x: &[f32], y: &[f32]) -> Result<(usize, usize)> {
+/// Validates a 4-bit weight and the operands of a product with `m` activation rows;
+/// returns `(rows, cols)`.
+fn fourbit_product_dims(w: &FourBitWeight, x: &[f32], m: usize, y: &[f32]) -> Result<(usize, usize)> {
     w.validate()?;
     let (rows, cols) = match w.shape.dims() {
         [r, c] => (*r, *c),
-        _ => return Err(Error::invalid(format!("4-bit matvec: weight shape {} is not 2D", w.shape))),
+        _ => return Err(Error::invalid(format!("4-bit product: weight shape {} is not 2D", w.shape))),
     };
-    if x.len() != cols || y.len() != rows {
+    if x.len() != m * cols || y.len() != m * rows {
         return Err(Error::invalid(format!(
-            "4-bit matvec: x holds {} values (expected {cols}), y holds {} (expected {rows})",
+            "4-bit product: x holds {} values (expected {m} x {cols}), y holds {} (expected {m} x {rows})",
             x.len(),
             y.len()
         )));
@@ -394,7 +352,7 @@ fn fourbit_matvec_dims(w: &FourBitWeight, x: &[f32], y: &[f32]) -> Result<(usize
 /// once per call.
 pub fn fourbit_matvec_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &mut [f32]) -> Result<()> {
     let kernel = kernel.checked()?;
-    let (rows, cols) = fourbit_matvec_dims(w, x, y)?;
+    let (rows, cols) = fourbit_product_dims(w, x, 1, y)?;
     let bs = w.blocksize;
     if !cols.is_multiple_of(bs) {
         let absmax: Cow<'_, [f32]> = w.absmax_cow();
@@ -435,7 +393,7 @@ pub fn fourbit_matvec_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &
 /// kernel layout (about `4 * cols` bytes), once per call.
 pub fn fourbit_matvec_q16_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &mut [f32]) -> Result<()> {
     let kernel = kernel.checked()?;
-    let (_, cols) = fourbit_matvec_dims(w, x, y)?;
+    let (_, cols) = fourbit_product_dims(w, x, 1, y)?;
     let bs = w.blocksize;
     if !cols.is_multiple_of(bs) || !x.iter().chain(&w.code).all(|v| v.is_finite()) {
         return fourbit_matvec_into(kernel, w, x, y);
@@ -479,57 +437,7 @@ pub fn fourbit_matvec_q16_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], 
 /// the quantized copy of `x` and its kernel layout (about `3 * cols` bytes), once per
 /// call.
 pub fn fourbit_matvec_q8_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], y: &mut [f32]) -> Result<()> {
-    let kernel = kernel.checked()?;
-    let (_, cols) = fourbit_matvec_dims(w, x, y)?;
-    let bs = w.blocksize;
-    if !cols.is_multiple_of(bs) || !x.iter().chain(&w.code).all(|v| v.is_finite()) {
-        return fourbit_matvec_into(kernel, w, x, y);
-    }
-    let (acts, code) = (FourBitQ8Acts::quantize(x), FourBitQ8Code::new(&w.code));
-    let packed = w.packed.as_slice();
-    let (rb, nb) = (cols / 2, cols / bs);
-    let row = |r: usize| &packed[r * rb..(r + 1) * rb];
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        CpuKernel::Avx512 => {
-            let lanes = FourBitQ8Lanes::new(&acts, x86_512_fourbit_q8::GROUP_BYTES, bs);
-            // Double-quantized absmax: the table split into byte planes once per call.
-            let nested = match &w.absmax {
-                crate::bnb::four_bit::Absmax::Nested(n) => Some((n, x86_512_nested_absmax::NestedPlanes::new(n)?)),
-                crate::bnb::four_bit::Absmax::F32(_) => None,
-            };
-            for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
-                let a = match &nested {
-                    Some((n, planes)) => {
-                        buf.clear();
-                        buf.resize(nb, 0.0);
-                        // SAFETY: Avx512 is used only after avx512f, avx512bw and
-                        // avx512vbmi (and more) were detected; slices are bounds-checked.
-                        unsafe { x86_512_nested_absmax::decode_range(n, planes, r * nb, buf) };
-                        &buf[..]
-                    }
-                    None => w.absmax_range(r * nb, nb, buf),
-                };
-                // SAFETY: Avx512 is used only after avx512f, avx512bw and avx512vnni (and
-                // more) were detected; slices are bounds-checked inside.
-                unsafe { x86_512_fourbit_q8::fourbit_row_dot_q8(row(r), a, &code, &lanes) }
-            })
-        }
-        #[cfg(target_arch = "x86_64")]
-        CpuKernel::Avx2Fma => {
-            let lanes = FourBitQ8Lanes::new(&acts, x86_fourbit_q8::STEP_BYTES, bs);
-            for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
-                let a = w.absmax_range(r * nb, nb, buf);
-                // SAFETY: Avx2Fma is used only after avx2 + fma detection; slices are
-                // bounds-checked inside.
-                unsafe { x86_fourbit_q8::fourbit_row_dot_q8(row(r), a, &code, &lanes) }
-            })
-        }
-        _ => for_each_row_with(y, rb, |buf: &mut Vec<f32>, r| {
-            q8_fourbit::fourbit_row_dot_q8_scalar(row(r), w.absmax_range(r * nb, nb, buf), &code, bs, &acts)
-        }),
-    }
-    Ok(())
+    fourbit_matmul_q8_into(kernel, w, x, 1, y)
 }
 
 /// Prefill matmul into a preallocated output: `y [m, rows] = x [m, cols] W^T` for a
@@ -576,5 +484,7 @@ pub fn reference_matmul(w: &[f32], rows: usize, cols: usize, x: &[f32], m: usize
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_batched;
 #[cfg(test)]
 mod tests_int4;

@@ -3,6 +3,7 @@
 //! number of blocks (a lone block after the last Q8_0 pair / Q4_0 quad), 4-bit rows that
 //! end in a partial 128-element group, and inputs whose exact result is known.
 
+use super::q8::Q8Acts;
 use super::*;
 use crate::bnb::FourBitKind;
 

@@ -120,6 +120,11 @@ pub struct Args {
     /// inside the pool) or `outside` (the main thread, paying a hand-off per call).
     #[arg(long, default_value = "pool")]
     caller: String,
+    /// CPU activations: `q8` (quantized once per row and dotted with integer kernels, the
+    /// `matvec_into` / `matmul_q8_into` decode and prefill path for the ggml formats and
+    /// NF4/FP4) or `f32` (`matmul_into`, the exact path). Records say which (`activations`).
+    #[arg(long, default_value = "q8")]
+    activations: String,
     /// Rewrite a section of this markdown file: "Quantization: CPU matvec" for a CPU-only
     /// run, "Quantization: GPU (WGSL / CUDA)" when a GPU is listed.
     #[arg(long)]
@@ -229,6 +234,8 @@ struct Case<'w> {
     rotation: &'w [QuantizedWeight],
     /// NF4 / FP4 CPU matvec with 15-bit activations.
     fifteen_bit: bool,
+    /// CPU products with 8-bit activations (`--activations q8`) or f32 ones.
+    q8_activations: bool,
     rows: usize,
     cols: usize,
     batch: usize,
@@ -248,6 +255,20 @@ struct Measured {
     dtype: DType,
     /// CPU only: where the products were called from.
     caller: Option<Caller>,
+    /// CPU only: how the activations enter the product ([`cpu_activations`]).
+    activations: Option<&'static str>,
+}
+
+/// How a CPU case's activations enter the product: `q16` (the 15-bit NF4/FP4 matvec),
+/// `q8` (8-bit, integer kernels), `llm.int8` (int8 rows with f32 outlier columns) or
+/// `f32`.
+fn cpu_activations(case: &Case) -> &'static str {
+    match case.weight {
+        QuantizedWeight::FourBit(_) if case.batch == 1 && case.fifteen_bit => "q16",
+        QuantizedWeight::Int8(_) => "llm.int8",
+        QuantizedWeight::Ggml { .. } | QuantizedWeight::FourBit(_) if case.q8_activations => "q8",
+        _ => "f32",
+    }
 }
 
 /// Where the CPU products of a run are called from (`--caller`).
@@ -295,19 +316,26 @@ fn measure(
             let product = || {
                 let weight = rotation[turn % rotation.len()];
                 turn += 1;
-                if let (1, true, QuantizedWeight::FourBit(w)) = (batch, case.fifteen_bit, weight) {
-                    linattn_quant::cpu::fourbit_matvec_q16_into(cpu_kernel, w, &x, &mut y)
-                } else if batch == 1 {
-                    weight.matvec_into(cpu_kernel, &x, &mut y)
-                } else {
-                    weight.matmul_into(cpu_kernel, &x, batch, &mut y)
+                match (batch, case.fifteen_bit, case.q8_activations, weight) {
+                    (1, true, _, QuantizedWeight::FourBit(w)) => {
+                        linattn_quant::cpu::fourbit_matvec_q16_into(cpu_kernel, w, &x, &mut y)
+                    }
+                    (1, _, true, _) => weight.matvec_into(cpu_kernel, &x, &mut y),
+                    (_, _, true, _) => weight.matmul_q8_into(cpu_kernel, &x, batch, &mut y),
+                    _ => weight.matmul_into(cpu_kernel, &x, batch, &mut y),
                 }
             };
             let timing = match caller {
                 Caller::Pool => rayon::scope(|_| time_case(&dev.device, product))?,
                 Caller::Outside => time_case(&dev.device, product)?,
             };
-            Ok(Measured { timing, kernel: format!("{cpu_kernel:?}"), dtype: DType::F32, caller: Some(caller) })
+            Ok(Measured {
+                timing,
+                kernel: format!("{cpu_kernel:?}"),
+                dtype: DType::F32,
+                caller: Some(caller),
+                activations: Some(cpu_activations(case)),
+            })
         }
         PreparedWeight::Gpu(copies) => {
             let x = Tensor::from_f32(&x, gpu_dtype, [batch, cols])?.to_device(&dev.device)?;
@@ -318,7 +346,7 @@ fn measure(
                 weight.matmul(&x).map(|_| ())
             })?;
             let kernel = if matches!(dev.device, Device::Cuda(_)) { "cuda" } else { "wgsl" };
-            Ok(Measured { timing, kernel: kernel.into(), dtype: gpu_dtype, caller: None })
+            Ok(Measured { timing, kernel: kernel.into(), dtype: gpu_dtype, caller: None, activations: None })
         }
         PreparedWeight::Unavailable => Err(Error::invalid("bench quant: no weight on this device")),
     }
@@ -378,6 +406,9 @@ fn case_record(dev: &BenchDevice, prepared: &PreparedWeight, case: &Case, m: &Me
     if let Some(caller) = m.caller {
         rec["caller"] = json!(caller.name());
     }
+    if let Some(activations) = m.activations {
+        rec["activations"] = json!(activations);
+    }
     rec["dtype"] = json!(m.dtype.name());
     rec["weight_bytes"] = json!(bytes);
     rec["weight_copies"] = json!(match prepared {
@@ -412,6 +443,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         None => CpuKernel::detect(),
     };
     let caller = Caller::parse(&args.caller)?;
+    let q8_activations = match args.activations.as_str() {
+        "q8" => true,
+        "f32" => false,
+        other => return Err(Error::invalid(format!("bench quant: --activations {other}: expected q8 or f32"))),
+    };
     let mut problems = Vec::new();
     let devices = open_devices(&specs, &mut problems);
     if devices.is_empty() {
@@ -438,6 +474,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     weight: &weight,
                     rotation: &rotation,
                     fifteen_bit: format.fifteen_bit,
+                    q8_activations,
                     rows,
                     cols,
                     batch,

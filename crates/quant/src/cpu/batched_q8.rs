@@ -1,0 +1,335 @@
+//! Quantized products with 8-bit activations for any number of activation rows,
+//! `y [m, rows] = x [m, cols] W^T`: the decode matvec (`m = 1`), batched decode and
+//! prefill alike, for the ggml formats (Q8_0, Q4_0, Q4_K, Q6_K with llama.cpp's 8-bit
+//! blocks, [`super::q8`]) and bitsandbytes NF4/FP4 (8-bit codes, [`super::q8_fourbit`]).
+//!
+//! Layout: the activation rows are quantized and laid out for the kernel once per call
+//! ([`GgmlRowActs`], [`FourBitRowActs`]), in chunks of at most [`ACT_CHUNK`] rows so the
+//! copies stay bounded for long prompts (about `4 * cols` bytes per row). rayon splits
+//! the weight rows into tiles of about 64 KiB (`super::rows_per_task`); a task takes the
+//! activation rows one by one and dots each with every row of its tile, so one
+//! activation layout stays in L1 while the tile's rows stay in L2, and the weight is
+//! read from memory once per chunk. The tiles fill a `[rows, m]` scratch that is then
+//! transposed into `y` (for `m = 1` the scratch is `y` itself).
+//!
+//! Numerics: every output is the row dot product the matvec of its activation row
+//! computes, so row `j` of `y` equals, bit for bit, the matvec of `x[j]` (tested),
+//! whatever `m` and the thread count. An activation row holding a NaN or Inf runs the
+//! f32 matvec instead (its non-finite value reaches its outputs as in a dense product
+//! rather than being rounded away), and so does every row of a 4-bit weight whose code
+//! table is not finite or whose rows are not whole blocks. Against the f32 products the
+//! 8-bit activations add about `d_x / 2` per element (bounds in `q8` and `q8_fourbit`).
+
+use linattn_tensor::Result;
+use rayon::prelude::*;
+
+use super::q8::Q8Acts;
+use super::q8_fourbit::{FourBitQ8Acts, FourBitQ8Code, FourBitQ8Lanes};
+#[cfg(target_arch = "x86_64")]
+use super::q8_lanes::Q8Lanes;
+use super::{CpuKernel, check_dims, fourbit_matvec_into, fourbit_product_dims, ggml_matvec_into, q8, q8_fourbit};
+#[cfg(target_arch = "x86_64")]
+use super::{x86, x86_512, x86_512_fourbit_q8, x86_512_nested_absmax, x86_fourbit_q8, x86_q6_k};
+use crate::bnb::FourBitWeight;
+use crate::bnb::four_bit::Absmax;
+use crate::ggml::GgmlFormat;
+
+/// Most activation rows quantized at once (their layouts take about `4 * cols` bytes
+/// each: 4 MiB for 256 rows of 4096).
+const ACT_CHUNK: usize = 256;
+
+/// One activation row of a ggml product, quantized to 8-bit blocks and laid out for the
+/// kernel that reads it; built only by [`GgmlRowActs::new`], so the variant always
+/// matches the (kernel, format) pair given there.
+enum GgmlRowActs {
+    /// The blocks as [`Q8Acts`] holds them (scalar kernel; AVX2 Q8_0, Q4_K, Q6_K; AVX-512
+    /// Q6_K).
+    Blocks(Q8Acts),
+    /// Regrouped per SIMD lane (AVX-512 Q8_0, Q4_0, Q4_K; AVX2 Q4_0).
+    #[cfg(target_arch = "x86_64")]
+    Lanes(Q8Lanes),
+}
+
+impl GgmlRowActs {
+    fn new(kernel: CpuKernel, format: GgmlFormat, x: &[f32]) -> GgmlRowActs {
+        let acts = Q8Acts::quantize(x, Q8Acts::block_for(format));
+        match (kernel, format) {
+            #[cfg(target_arch = "x86_64")]
+            (CpuKernel::Avx512, GgmlFormat::Q8_0 | GgmlFormat::Q4_0 | GgmlFormat::Q4K) => {
+                GgmlRowActs::Lanes(Q8Lanes::for_avx512(format, &acts))
+            }
+            #[cfg(target_arch = "x86_64")]
+            (CpuKernel::Avx2Fma, GgmlFormat::Q4_0) => GgmlRowActs::Lanes(Q8Lanes::for_avx2_q4_0(&acts)),
+            _ => GgmlRowActs::Blocks(acts),
+        }
+    }
+
+    /// The dot of one weight `row` with these activations (`kernel` and `format` as given
+    /// to [`GgmlRowActs::new`]).
+    fn dot(&self, kernel: CpuKernel, format: GgmlFormat, row: &[u8]) -> f32 {
+        match (kernel, self) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Avx512 is used only after feature detection confirmed the AVX-512
+            // subsets these kernels enable (and AVX2, FMA, F16C). Slices are
+            // bounds-checked inside.
+            (CpuKernel::Avx512, acts) => unsafe {
+                match (format, acts) {
+                    (GgmlFormat::Q8_0, GgmlRowActs::Lanes(lanes)) => x86_512::row_dot_q8_0(row, lanes),
+                    (GgmlFormat::Q4_0, GgmlRowActs::Lanes(lanes)) => x86_512::row_dot_q4_0(row, lanes),
+                    (GgmlFormat::Q4K, GgmlRowActs::Lanes(lanes)) => x86_512::row_dot_q4_k(row, lanes),
+                    (GgmlFormat::Q6K, GgmlRowActs::Blocks(acts)) => x86_q6_k::row_dot_q6_k_avx512(row, acts),
+                    _ => unreachable!("GgmlRowActs::new lays out {format} for AVX-512 otherwise"),
+                }
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Avx2Fma is used only after feature detection confirmed avx2, fma and
+            // f16c. Slices are bounds-checked inside.
+            (CpuKernel::Avx2Fma, acts) => unsafe {
+                match (format, acts) {
+                    (GgmlFormat::Q8_0, GgmlRowActs::Blocks(a)) => x86::row_dot_q8_0_i8(row, &a.qs, &a.d),
+                    (GgmlFormat::Q4_0, GgmlRowActs::Lanes(lanes)) => x86::row_dot_q4_0_i8(row, lanes),
+                    (GgmlFormat::Q4K, GgmlRowActs::Blocks(a)) => x86::row_dot_q4_k_i8(row, &a.qs, &a.d, &a.bsums),
+                    (GgmlFormat::Q6K, GgmlRowActs::Blocks(a)) => x86_q6_k::row_dot_q6_k_avx2(row, a),
+                    _ => unreachable!("GgmlRowActs::new lays out {format} for AVX2 otherwise"),
+                }
+            },
+            (_, GgmlRowActs::Blocks(acts)) => q8::row_dot_scalar(format, row, acts),
+            #[cfg(target_arch = "x86_64")]
+            (_, GgmlRowActs::Lanes(_)) => unreachable!("lanes are laid out for SIMD kernels only"),
+        }
+    }
+}
+
+/// One activation row of an NF4/FP4 product, quantized to 8-bit codes and laid out for
+/// the kernel that reads it (built only by [`FourBitRowActs::new`]).
+enum FourBitRowActs {
+    /// The scalar kernel reads the codes as quantized.
+    Codes(FourBitQ8Acts),
+    /// Regrouped for the AVX-512 (64-byte steps) or AVX2 (32-byte steps) kernel.
+    #[cfg(target_arch = "x86_64")]
+    Lanes(FourBitQ8Lanes),
+}
+
+impl FourBitRowActs {
+    fn new(kernel: CpuKernel, x: &[f32], blocksize: usize) -> FourBitRowActs {
+        let acts = FourBitQ8Acts::quantize(x);
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            CpuKernel::Avx512 => {
+                FourBitRowActs::Lanes(FourBitQ8Lanes::new(&acts, x86_512_fourbit_q8::GROUP_BYTES, blocksize))
+            }
+            #[cfg(target_arch = "x86_64")]
+            CpuKernel::Avx2Fma => {
+                FourBitRowActs::Lanes(FourBitQ8Lanes::new(&acts, x86_fourbit_q8::STEP_BYTES, blocksize))
+            }
+            _ => FourBitRowActs::Codes(acts),
+        }
+    }
+
+    /// The dot of one packed row (scales `absmax`) with these activations.
+    fn dot(&self, kernel: CpuKernel, row: &[u8], absmax: &[f32], code: &FourBitQ8Code, blocksize: usize) -> f32 {
+        match (kernel, self) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Avx512 is used only after avx512f, avx512bw and avx512vnni (and more)
+            // were detected; slices are bounds-checked inside.
+            (CpuKernel::Avx512, FourBitRowActs::Lanes(lanes)) => unsafe {
+                x86_512_fourbit_q8::fourbit_row_dot_q8(row, absmax, code, lanes)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Avx2Fma is used only after avx2 + fma detection; slices are
+            // bounds-checked inside.
+            (CpuKernel::Avx2Fma, FourBitRowActs::Lanes(lanes)) => unsafe {
+                x86_fourbit_q8::fourbit_row_dot_q8(row, absmax, code, lanes)
+            },
+            (_, FourBitRowActs::Codes(acts)) => {
+                q8_fourbit::fourbit_row_dot_q8_scalar(row, absmax, code, blocksize, acts)
+            }
+            #[cfg(target_arch = "x86_64")]
+            (_, FourBitRowActs::Lanes(_)) => unreachable!("lanes are laid out for SIMD kernels only"),
+        }
+    }
+}
+
+/// Runs `tile(first_row, scratch, out)` over tiles of weight rows in parallel; `out` is
+/// the tile's `[tile rows, m]` block of a `[rows, m]` buffer, which is then transposed
+/// into `y [m, rows]` (written straight into `y` when `m = 1`). `scratch` is one value
+/// per rayon task.
+fn for_each_tile<S: Default + Send>(
+    y: &mut [f32],
+    rows: usize,
+    m: usize,
+    row_bytes: usize,
+    tile: impl Fn(usize, &mut S, &mut [f32]) + Sync,
+) {
+    let tile_rows = super::rows_per_task(row_bytes, rows);
+    let run = |by_row: &mut [f32]| {
+        by_row
+            .par_chunks_mut(tile_rows * m)
+            .enumerate()
+            .for_each_init(S::default, |scratch, (ti, out)| tile(ti * tile_rows, scratch, out))
+    };
+    if m == 1 {
+        run(y);
+        return;
+    }
+    let mut by_row = vec![0.0f32; rows * m];
+    run(&mut by_row);
+    y.par_chunks_mut(rows).enumerate().for_each(|(j, yj)| {
+        for (r, v) in yj.iter_mut().enumerate() {
+            *v = by_row[r * m + j];
+        }
+    });
+}
+
+/// `x [m, cols]` in chunks of at most [`ACT_CHUNK`] rows: `(first activation row, its
+/// rows of x, its rows of y)`.
+fn act_chunks<'a>(
+    x: &'a [f32],
+    y: &'a mut [f32],
+    cols: usize,
+    rows: usize,
+) -> impl Iterator<Item = (usize, &'a [f32], &'a mut [f32])> {
+    x.chunks(ACT_CHUNK * cols)
+        .zip(y.chunks_mut(ACT_CHUNK * rows))
+        .enumerate()
+        .map(|(c, (xc, yc))| (c * ACT_CHUNK, xc, yc))
+}
+
+/// A double-quantized absmax split into byte planes for the AVX-512 decode, once per
+/// call (`None` for plain absmax and the other kernels).
+#[cfg(target_arch = "x86_64")]
+type AbsmaxPlanes = Option<x86_512_nested_absmax::NestedPlanes>;
+#[cfg(not(target_arch = "x86_64"))]
+type AbsmaxPlanes = Option<()>;
+
+fn absmax_planes(kernel: CpuKernel, w: &FourBitWeight) -> Result<AbsmaxPlanes> {
+    #[cfg(target_arch = "x86_64")]
+    if let (CpuKernel::Avx512, Absmax::Nested(nested)) = (kernel, &w.absmax) {
+        return Ok(Some(x86_512_nested_absmax::NestedPlanes::new(nested)?));
+    }
+    let _ = (kernel, w);
+    Ok(None)
+}
+
+/// The absmax of blocks `start..start + n` of `w`: borrowed when plain, decoded into
+/// `buf` when double-quantized. Each scale is decoded on its own, so a tile's range
+/// equals its rows' ranges bit for bit.
+fn tile_absmax<'s>(
+    w: &'s FourBitWeight,
+    planes: &AbsmaxPlanes,
+    start: usize,
+    n: usize,
+    buf: &'s mut Vec<f32>,
+) -> &'s [f32] {
+    #[cfg(target_arch = "x86_64")]
+    if let (Absmax::Nested(nested), Some(planes)) = (&w.absmax, planes) {
+        buf.clear();
+        buf.resize(n, 0.0);
+        // SAFETY: planes exist only for CpuKernel::Avx512, which is used only after
+        // avx512f, avx512bw and avx512vbmi were detected; slices are bounds-checked inside.
+        unsafe { x86_512_nested_absmax::decode_range(nested, planes, start, buf) };
+        return buf;
+    }
+    let _ = planes;
+    w.absmax_range(start, n, buf)
+}
+
+/// Whether `x` holds only finite values (the quantized paths need them).
+fn all_finite(x: &[f32]) -> bool {
+    x.iter().all(|v| v.is_finite())
+}
+
+/// ggml product with 8-bit activations (see the module header): `y [m, rows] = x [m,
+/// cols] W^T` for a weight of `rows x cols` stored in `weight`. Row `j` of `y` equals
+/// [`super::ggml_matvec_q8_into`] of `x[j]` bit for bit.
+#[allow(clippy::too_many_arguments)] // mirrors the other product entry points
+pub fn ggml_matmul_q8_into(
+    kernel: CpuKernel,
+    format: GgmlFormat,
+    weight: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) -> Result<()> {
+    let kernel = kernel.checked()?;
+    let rb = format.row_bytes(cols)?;
+    check_dims("ggml matmul", weight.len(), rb, rows, x.len(), cols, m, y.len())?;
+    if m == 0 || rows == 0 {
+        return Ok(());
+    }
+    for (_, xc, yc) in act_chunks(x, y, cols, rows) {
+        let mc = xc.len() / cols;
+        let acts: Vec<Option<GgmlRowActs>> =
+            xc.par_chunks(cols).map(|xj| all_finite(xj).then(|| GgmlRowActs::new(kernel, format, xj))).collect();
+        if acts.iter().any(Option::is_some) {
+            for_each_tile(yc, rows, mc, rb, |first, _: &mut (), out: &mut [f32]| {
+                let tile_rows = out.len() / mc;
+                for (j, a) in acts.iter().enumerate() {
+                    let Some(a) = a else { continue };
+                    for i in 0..tile_rows {
+                        let r = first + i;
+                        out[i * mc + j] = a.dot(kernel, format, &weight[r * rb..(r + 1) * rb]);
+                    }
+                }
+            });
+        }
+        for (j, a) in acts.iter().enumerate() {
+            if a.is_none() {
+                let (xj, yj) = (&xc[j * cols..(j + 1) * cols], &mut yc[j * rows..(j + 1) * rows]);
+                ggml_matvec_into(kernel, format, weight, rows, cols, xj, yj)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// bitsandbytes NF4/FP4 product with 8-bit activations and code table (see the module
+/// header): `y [m, rows] = x [m, cols] W^T`. Row `j` of `y` equals
+/// [`super::fourbit_matvec_q8_into`] of `x[j]` bit for bit. Rows that are not whole
+/// blocks, or a code table with a NaN or Inf, run the f32 matvec for every activation
+/// row.
+pub fn fourbit_matmul_q8_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+    let kernel = kernel.checked()?;
+    let (rows, cols) = fourbit_product_dims(w, x, m, y)?;
+    let bs = w.blocksize;
+    if m == 0 || rows == 0 {
+        return Ok(());
+    }
+    if !cols.is_multiple_of(bs) || !all_finite(&w.code) {
+        for (xj, yj) in x.chunks(cols).zip(y.chunks_mut(rows)) {
+            fourbit_matvec_into(kernel, w, xj, yj)?;
+        }
+        return Ok(());
+    }
+    let code = FourBitQ8Code::new(&w.code);
+    let packed = w.packed.as_slice();
+    let (rb, nb) = (cols / 2, cols / bs);
+    let planes = absmax_planes(kernel, w)?;
+    for (_, xc, yc) in act_chunks(x, y, cols, rows) {
+        let mc = xc.len() / cols;
+        let acts: Vec<Option<FourBitRowActs>> =
+            xc.par_chunks(cols).map(|xj| all_finite(xj).then(|| FourBitRowActs::new(kernel, xj, bs))).collect();
+        if acts.iter().any(Option::is_some) {
+            for_each_tile(yc, rows, mc, rb, |first, buf: &mut Vec<f32>, out: &mut [f32]| {
+                let tile_rows = out.len() / mc;
+                let absmax = tile_absmax(w, &planes, first * nb, tile_rows * nb, buf);
+                for (j, a) in acts.iter().enumerate() {
+                    let Some(a) = a else { continue };
+                    for i in 0..tile_rows {
+                        let r = first + i;
+                        let row = &packed[r * rb..(r + 1) * rb];
+                        out[i * mc + j] = a.dot(kernel, row, &absmax[i * nb..(i + 1) * nb], &code, bs);
+                    }
+                }
+            });
+        }
+        for (j, a) in acts.iter().enumerate() {
+            if a.is_none() {
+                fourbit_matvec_into(kernel, w, &xc[j * cols..(j + 1) * cols], &mut yc[j * rows..(j + 1) * rows])?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -133,7 +133,7 @@ fn rowwise_formats_fast_paths_match_reference() {
     for fmt in [QuantFormat::Nf4, QuantFormat::Fp4, QuantFormat::Fp8E4M3, QuantFormat::Fp8E5M2] {
         let q = QuantizedWeight::quantize(&w, [rows, cols], fmt).unwrap();
         let deq = q.dequantize_f32().unwrap();
-        for m in [1usize, 4, 33] {
+        for m in [1usize, 2, 3, 4, 33] {
             let x = rand_vec(m * cols, 3 + m as u64);
             let reference = cpu::reference_matmul(&deq, rows, cols, &x, m);
             for kernel in CpuKernel::available() {

@@ -309,14 +309,36 @@ impl FourBitWeight {
         }
     }
 
-    /// Decodes elements `start..start + out.len()` (flat index) given resolved absmax.
+    /// Decodes elements `start..start + out.len()` (flat index) given resolved absmax:
+    /// `code[nibble] * absmax[block]`, block by block and byte by byte (element `2j` is
+    /// the high nibble of byte `j`). A division per element made this the bottleneck of
+    /// the f32 NF4 prefill (about 1 G values/s on a Zen 4 core).
     pub fn decode_range(&self, absmax: &[f32], start: usize, out: &mut [f32]) {
-        let packed = self.packed.as_slice();
-        for (i, o) in out.iter_mut().enumerate() {
-            let e = start + i;
-            let byte = packed[e / 2];
-            let nib = if e.is_multiple_of(2) { byte >> 4 } else { byte & 0x0F };
-            *o = self.code[nib as usize] * absmax[e / self.blocksize];
+        let (packed, code, bs) = (self.packed.as_slice(), &self.code, self.blocksize);
+        let end = start + out.len();
+        let mut at = start;
+        while at < end {
+            let block = at / bs;
+            let block_end = ((block + 1) * bs).min(end);
+            let scale = absmax[block];
+            let mut seg = &mut out[at - start..block_end - start];
+            let mut e = at;
+            if !e.is_multiple_of(2) {
+                // A low nibble first: the range starts between the two halves of a byte.
+                seg[0] = code[(packed[e / 2] & 0x0F) as usize] * scale;
+                seg = &mut seg[1..];
+                e += 1;
+            }
+            let pairs = seg.len() / 2;
+            let (whole, rest) = seg.split_at_mut(2 * pairs);
+            for (pair, &byte) in whole.chunks_exact_mut(2).zip(&packed[e / 2..e / 2 + pairs]) {
+                pair[0] = code[(byte >> 4) as usize] * scale;
+                pair[1] = code[(byte & 0x0F) as usize] * scale;
+            }
+            if let Some(last) = rest.first_mut() {
+                *last = code[(packed[e / 2 + pairs] >> 4) as usize] * scale;
+            }
+            at = block_end;
         }
     }
 
@@ -333,6 +355,29 @@ impl FourBitWeight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The block-by-block decode equals the element-by-element definition bit for bit,
+    /// for ranges that start and end on odd elements and inside blocks.
+    #[test]
+    fn decode_range_equals_the_per_element_definition() {
+        let values: Vec<f32> = (0..12 * 96).map(|i| ((i * 7919 % 1013) as f32 - 506.0) * (1 + i % 5) as f32).collect();
+        for (kind, bs, dq) in [(FourBitKind::Nf4, 32, false), (FourBitKind::Fp4, 64, true)] {
+            let w = FourBitWeight::quantize(&values, [12, 96], kind, bs, dq).unwrap();
+            let absmax = w.absmax_f32();
+            let packed = w.packed.as_slice();
+            let naive = |e: usize| {
+                let nibble = if e.is_multiple_of(2) { packed[e / 2] >> 4 } else { packed[e / 2] & 0x0F };
+                w.code[nibble as usize] * absmax[e / bs]
+            };
+            for (start, n) in [(0, 1152), (1, 1), (1, 2), (3, 64), (31, 3), (32, 33), (63, 130), (1151, 1), (5, 0)] {
+                let mut out = vec![f32::NAN; n];
+                w.decode_range(&absmax, start, &mut out);
+                for (i, v) in out.iter().enumerate() {
+                    assert_eq!(v.to_bits(), naive(start + i).to_bits(), "{kind:?} bs {bs} range {start}+{n} at {i}");
+                }
+            }
+        }
+    }
 
     /// The per-row decode the matvec workers use equals the whole-weight decode, bit for
     /// bit, for ranges that start and end inside nested blocks.

@@ -154,7 +154,7 @@ impl FourBitRowActs {
 /// the tile's `[tile rows, m]` block of a `[rows, m]` buffer, which is then transposed
 /// into `y [m, rows]` (written straight into `y` when `m = 1`). `scratch` is one value
 /// per rayon task.
-fn for_each_tile<S: Default + Send>(
+pub(super) fn for_each_tile<S: Default + Send>(
     y: &mut [f32],
     rows: usize,
     m: usize,

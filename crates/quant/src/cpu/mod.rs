@@ -104,7 +104,7 @@ use rayon::prelude::*;
 use crate::bnb::FourBitWeight;
 use crate::ggml::GgmlFormat;
 pub use batched_q8::{fourbit_matmul_q8_into, ggml_matmul_q8_into};
-pub use prefill::rowwise_matmul_into;
+pub use prefill::{F32_GEMM_MIN_M, rowwise_matmul_into};
 use q16::{Q16Acts, Q16Code};
 
 /// Which CPU kernel family computes a product.
@@ -457,6 +457,20 @@ pub fn ggml_matmul_into(
     check_dims("ggml matmul", weight.len(), rb, rows, x.len(), cols, m, y.len())?;
     if m == 1 {
         return ggml_matvec_into(kernel, format, weight, rows, cols, x, y);
+    }
+    if m < F32_GEMM_MIN_M {
+        // A few activation rows: fused f32 row dots over tiles of weight rows (each tile
+        // read once for all of them) instead of dequantizing panels for row dots.
+        let kernel = kernel.checked()?;
+        batched_q8::for_each_tile(y, rows, m, rb, |first, _: &mut (), out: &mut [f32]| {
+            for (i, out_row) in out.chunks_exact_mut(m).enumerate() {
+                let row = &weight[(first + i) * rb..(first + i + 1) * rb];
+                for (j, o) in out_row.iter_mut().enumerate() {
+                    *o = ggml_row_dot(kernel, format, row, &x[j * cols..(j + 1) * cols]);
+                }
+            }
+        });
+        return Ok(());
     }
     let (be, bb) = (format.block_elems(), format.block_bytes());
     rowwise_matmul_into(kernel, rows, cols, x, m, y, |r, buf| {

@@ -4,7 +4,7 @@
 //! Layout: the weight rows are cut into panels of up to [`PANEL_ROWS`] rows; a rayon task
 //! decodes its panel once into a thread-local f32 buffer `[panel, cols]` and computes
 //! `out [panel, m] = panel . x^T` into its part of a `[rows, m]` scratch, which is
-//! transposed into `y` at the end. With a SIMD kernel and `m >= GEMM_MIN_M` the panel
+//! transposed into `y` at the end. With a SIMD kernel and `m >= F32_GEMM_MIN_M` the panel
 //! product is a single-threaded `gemm` call per [`GEMM_M_CHUNK`] activation rows (so
 //! the activations `gemm` packs per call stay small; the crate's register-tiled kernels,
 //! AVX-512 / AVX2 chosen by its run-time detection), so the weight is decoded once and
@@ -22,8 +22,11 @@ use super::{CpuKernel, dot_f32};
 
 /// Weight rows per panel (64 rows of 4096 f32 = 1 MiB of decoded weights).
 const PANEL_ROWS: usize = 64;
-/// Activation rows from which the panel product is a GEMM instead of row dots.
-const GEMM_MIN_M: usize = 4;
+/// Activation rows from which the f32 products dequantize panels for a GEMM; fewer rows
+/// take fused row dots (ggml: `ggml_matmul_into`'s tiles; NF4/FP4: one fused matvec per
+/// activation row in `QuantizedWeight::matmul_into`), and this driver's own row dots
+/// only for the scalar kernel.
+pub const F32_GEMM_MIN_M: usize = 4;
 /// Activation rows per GEMM call (64 rows of 4096 f32 = 1 MiB packed by `gemm`).
 const GEMM_M_CHUNK: usize = 64;
 
@@ -52,7 +55,7 @@ where
     if m == 0 || rows == 0 {
         return Ok(());
     }
-    let use_gemm = kernel != CpuKernel::Scalar && m >= GEMM_MIN_M && cols > 0;
+    let use_gemm = kernel != CpuKernel::Scalar && m >= F32_GEMM_MIN_M && cols > 0;
     let panel = rows.div_ceil(rayon::current_num_threads() * 4).clamp(1, PANEL_ROWS);
     let mut transposed = vec![0.0f32; rows * m];
     transposed.par_chunks_mut(panel * m).enumerate().for_each_init(Vec::new, |buf, (pi, out)| {

@@ -33,19 +33,36 @@ pub(super) fn timed_records(records: &[Value]) -> Vec<Value> {
     records.iter().filter(|r| r.get("ms").is_some()).cloned().collect()
 }
 
-/// The CPU-only section, as this bench always wrote it.
+/// The CPU-only section: machine, command, peer and one table of every timed case.
 pub(super) fn cpu_section(bandwidth: f64, records: &[Value]) -> String {
+    let columns = [
+        "op",
+        "format",
+        "kernel",
+        "activations",
+        "out",
+        "in",
+        "batch",
+        "weight_copies",
+        "ms",
+        "gbps",
+        "memory_gbps",
+        "fraction_of_bandwidth",
+        "tflops",
+    ];
+    let rows: Vec<Value> = timed_records(records).iter().map(|r| with_significant_digits(r, &columns)).collect();
     format!(
-        "Machine: {}. Date: {}. Commit: {}. Command: `linattn bench quant`. Peer: memory read bandwidth \
-         measured right before each matvec (`memory_gbps`; {bandwidth:.2} GB/s at the start of the run). Target: \
-         matvec at >= 70% of it.\n\n{}",
+        "Machine: {}. Date: {}. Commit: {}. Command: `{}`. Peer: memory read bandwidth measured right before \
+         each matvec (`memory_gbps`; {bandwidth:.2} GB/s at the start of the run). Target: matvec at >= 70% of \
+         it. `gbps` counts the quantized weight's bytes (for batches above 1 it is not a bandwidth figure: \
+         those products are compute-bound, see `tflops`, counting `2 batch out in`); `activations` says how x \
+         enters the product (`q8`: quantized per row and dotted with integer kernels; `f32`; `q16`: the \
+         15-bit NF4 matvec; `llm.int8`).\n\n{}",
         report::machine(),
         report::today(),
         report::commit(),
-        report::markdown_table(
-            &timed_records(records),
-            &["op", "format", "kernel", "out", "in", "batch", "ms", "gbps", "memory_gbps", "fraction_of_bandwidth"]
-        )
+        command_line(),
+        report::markdown_table(&rows, &columns)
     )
 }
 

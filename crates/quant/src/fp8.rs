@@ -244,9 +244,13 @@ impl Fp8Weight {
                 }
             }
             Fp8Scale::Block { block_cols, .. } => {
+                // Column block by column block: a division per element bound the f32
+                // FP8 prefill (about 1 G values/s on a Zen 4 core).
                 let srow = self.row_scales(r);
-                for (c, (o, &b)) in out.iter_mut().zip(bytes).enumerate() {
-                    *o = table[b as usize] * srow[c / block_cols];
+                for ((o, b), &s) in out.chunks_mut(*block_cols).zip(bytes.chunks(*block_cols)).zip(srow) {
+                    for (o, &b) in o.iter_mut().zip(b) {
+                        *o = table[b as usize] * s;
+                    }
                 }
             }
         }

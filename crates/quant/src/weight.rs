@@ -326,13 +326,7 @@ impl QuantizedWeight {
                 // A few activation rows: the fused f32 matvec per row (0.37 ms per
                 // 4096x4096 NF4 row on two Zen 4 cores, against 4.1 ms for the
                 // dequantizing prefill at m = 2).
-                if x.len() != m * cols || y.len() != m * rows {
-                    return Err(Error::invalid(format!(
-                        "4-bit matmul: x holds {} values (expected {m} x {cols}), y holds {} (expected {m} x {rows})",
-                        x.len(),
-                        y.len()
-                    )));
-                }
+                check_product_dims("4-bit matmul", x.len(), y.len(), m, rows, cols)?;
                 for (xj, yj) in x.chunks_exact(cols.max(1)).zip(y.chunks_exact_mut(rows.max(1))) {
                     cpu::fourbit_matvec_into(kernel, w, xj, yj)?;
                 }
@@ -352,7 +346,14 @@ impl QuantizedWeight {
                 y.copy_from_slice(&w.matmul_f32_on(kernel, x, m, w.threshold)?);
                 Ok(())
             }
-            QuantizedWeight::Fp8(w) if m == 1 => cpu::fp8::fp8_matvec_into(kernel, w, x, y),
+            QuantizedWeight::Fp8(w) if m < cpu::F32_GEMM_MIN_M => {
+                // A few activation rows: the fused matvec per row, as for NF4/FP4.
+                check_product_dims("fp8 matmul", x.len(), y.len(), m, rows, cols)?;
+                for (xj, yj) in x.chunks_exact(cols.max(1)).zip(y.chunks_exact_mut(rows.max(1))) {
+                    cpu::fp8::fp8_matvec_into(kernel, w, xj, yj)?;
+                }
+                Ok(())
+            }
             QuantizedWeight::Fp8(w) => {
                 cpu::rowwise_matmul_into(kernel, rows, cols, x, m, y, |r, buf| w.decode_row(r, buf))
             }
@@ -396,6 +397,16 @@ impl QuantizedWeight {
         *dims.last_mut().expect("rank >= 1 checked") = self.rows();
         Tensor::from_f32(&y, x.dtype(), dims)
     }
+}
+
+/// `x` must hold `m x cols` values and `y` `m x rows`.
+fn check_product_dims(what: &str, x_len: usize, y_len: usize, m: usize, rows: usize, cols: usize) -> Result<()> {
+    if x_len != m * cols || y_len != m * rows {
+        return Err(Error::invalid(format!(
+            "{what}: x holds {x_len} values (expected {m} x {cols}), y holds {y_len} (expected {m} x {rows})"
+        )));
+    }
+    Ok(())
 }
 
 fn two_d(shape: &Shape, format: QuantFormat) -> Result<(usize, usize)> {

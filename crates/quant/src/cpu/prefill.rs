@@ -78,11 +78,11 @@ where
             }
         }
     });
-    for r in 0..rows {
-        for t in 0..m {
-            y[t * rows + r] = transposed[r * m + t];
+    y.par_chunks_mut(rows).enumerate().for_each(|(t, yt)| {
+        for (r, v) in yt.iter_mut().enumerate() {
+            *v = transposed[r * m + t];
         }
-    }
+    });
     Ok(())
 }
 

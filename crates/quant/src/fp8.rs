@@ -296,6 +296,27 @@ impl Fp8Weight {
 mod tests {
     use super::*;
 
+    /// The block-by-block row decode equals `table[code] * scale_inv[block of (r, c)]`
+    /// element by element, with partial row and column blocks.
+    #[test]
+    fn block_scaled_rows_decode_with_their_blocks_scales() {
+        let (rows, cols) = (7, 300);
+        let values: Vec<f32> =
+            (0..rows * cols).map(|i| ((i * 7919 % 1013) as f32 - 506.0) * (1 + i % 9) as f32).collect();
+        let w = Fp8Weight::quantize(&values, rows, cols, Fp8Kind::E4M3, Some((4, 128))).unwrap();
+        let Fp8Scale::Block { block_rows, block_cols, scale_inv } = &w.scale else { panic!("block scales") };
+        assert_eq!((*block_rows, *block_cols), (4, 128));
+        let table = Fp8Kind::E4M3.decode_table();
+        let mut out = vec![f32::NAN; cols];
+        for r in 0..rows {
+            w.decode_row(r, &mut out);
+            for (c, v) in out.iter().enumerate() {
+                let want = table[w.row(r)[c] as usize] * scale_inv[(r / 4) * 3 + c / 128];
+                assert_eq!(v.to_bits(), want.to_bits(), "row {r} column {c}");
+            }
+        }
+    }
+
     #[test]
     fn encode_decode_round_trips_every_finite_code() {
         for kind in [Fp8Kind::E4M3, Fp8Kind::E5M2] {

@@ -24,7 +24,7 @@ pub fn i8_dot_scalar(w: &[i8], x: &[i8]) -> i32 {
     w.iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum()
 }
 
-/// Exact dot of `w` and `x` (same length, at most [`MAX_I8_DOT_LEN`], `x` without -128)
+/// Exact dot of `w` and `x` (same length, at most `MAX_I8_DOT_LEN`, `x` without -128)
 /// on `kernel` (which the caller has checked is available).
 pub fn i8_dot(kernel: CpuKernel, w: &[i8], x: &[i8]) -> i32 {
     assert!(w.len() == x.len() && w.len() <= MAX_I8_DOT_LEN, "i8 dot of {} and {} values", w.len(), x.len());

@@ -5,7 +5,7 @@
 //!   (weight row, tile of 4 rows of x), grid-stride over `rows * ceil(m / 4)` items; m = 1
 //!   is the decode matvec. The kernel mirrors `kernels/wgsl/quant/ggml_matmul.wgsl`
 //!   (tested on lavapipe).
-//! - [`codebook_matmul`]: `codebook_matmul_<u4|u8>_<T>` for NF4 / FP4 and FP8, the same
+//! - `codebook_matmul`: `codebook_matmul_<u4|u8>_<T>` for NF4 / FP4 and FP8, the same
 //!   work split; mirrors `kernels/wgsl/quant/codebook_matmul.wgsl`.
 //! - LLM.int8: `int8_mixed.cu`, launched by [`super::int8_cuda`] (its entries are part of
 //!   [`launched_entries`]).

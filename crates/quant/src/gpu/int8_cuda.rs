@@ -1,7 +1,7 @@
 //! CUDA launch of the LLM.int8 mixed-precision product (`kernels/cuda/quant/int8_mixed.cu`,
 //! PTX embedded from `kernels/ptx/quant/int8_mixed.ptx`).
 //!
-//! [`int8_mixed_matmul`] queues three kernels on the device's stream:
+//! `int8_mixed_matmul` queues three kernels on the device's stream:
 //! `int8_row_stats_<T>` (128-thread blocks, grid-stride over the rows of x: outlier column
 //! bits and `(s_x, k)`), `int8_quantize_x_<T>` (256-thread blocks, grid-stride over the u32
 //! words of the int8 codes of x) and `int8_mixed_matmul_<T>` (one 128-thread block per
@@ -10,7 +10,7 @@
 //! and run by the host emulation (`cargo xtask kernels --emulate`), not yet on a GPU.
 //!
 //! Arguments are pushed in the exact order and C types of the `.cu` header; buffer sizes
-//! are checked by [`Int8Sizes::check`] and the scratch buffers are allocated here.
+//! are checked by `Int8Sizes::check` and the scratch buffers are allocated here.
 
 use linattn_tensor::cuda::{PtxModule, dtype_suffix, grid_capped};
 use linattn_tensor::{Error, Result, Shape, Tensor};

@@ -1,6 +1,6 @@
 //! WebGPU launch of the LLM.int8 mixed-precision product (`kernels/wgsl/quant/int8_mixed.wgsl`).
 //!
-//! [`int8_mixed_matmul`] encodes three dispatches into one command buffer, each seeing
+//! `int8_mixed_matmul` encodes three dispatches into one command buffer, each seeing
 //! the writes of the one before: `int8_row_stats` (one workgroup per row of x: outlier
 //! column bits and `(s_x, k)`), `int8_quantize_x` (one invocation per u32 word of the
 //! int8 codes of x) and `int8_mixed_matmul` (one 64-invocation workgroup per (weight row,
@@ -9,7 +9,7 @@
 //!
 //! `x` is f32, f16 or bf16 (`DTYPE` override); the output `[.., rows]` is a fresh
 //! zero-filled tensor of `x`'s dtype. Sizes are `u32` in the shader: larger weights or
-//! activations are an `Err`, as are `cols` above [`super::int8::MAX_COLS`]. Numerics: the
+//! activations are an `Err`, as are `cols` above `super::int8::MAX_COLS`. Numerics: the
 //! scheme of `Int8Weight::matmul_f32` (see the shader header): codes and integer part
 //! exact, the outlier part in f32 in another summation order.
 

@@ -3,7 +3,7 @@
 //! - [`ggml_matmul`]: `quant/ggml_matmul.wgsl`, fused dequantize + matmul for Q8_0, Q4_0,
 //!   Q4_K and Q6_K weights kept as raw ggml block bytes on the device. One 64-invocation
 //!   workgroup per (weight row, tile of 4 rows of x); m = 1 is the decode matvec.
-//! - [`codebook_matmul`]: `quant/codebook_matmul.wgsl`, the same work split for NF4 / FP4
+//! - `codebook_matmul`: `quant/codebook_matmul.wgsl`, the same work split for NF4 / FP4
 //!   and FP8 weights (code table + scales, see [`super::DeviceQuantizedWeight`]).
 //! - LLM.int8 has its own kernels (`quant/int8_mixed.wgsl`, launched by
 //!   [`super::int8_wgpu`]).

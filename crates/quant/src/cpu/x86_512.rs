@@ -141,14 +141,17 @@ pub fn row_dot_q8_0(row: &[u8], lanes: &Q8Lanes) -> f32 {
     assert_eq!(row.len(), blocks * Q8_0_BYTES, "Q8_0 row of {} bytes is not whole blocks", row.len());
     let pairs = blocks.div_ceil(2);
     assert!(
-        lanes.codes.len() >= 64 * pairs && lanes.offsets.len() >= 16 * pairs && lanes.scales.len() >= 16 * pairs,
+        lanes.codes.len() >= 64 * pairs
+            && lanes.offsets.len() >= 16 * pairs
+            && lanes.scales.len() >= 16 * pairs
+            && lanes.block_scales.len() >= 2 * pairs,
         "Q8_0 AVX-512 row of {blocks} blocks does not match the activation lanes"
     );
     let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     for (p, pair) in row.chunks_exact(2 * Q8_0_BYTES).enumerate() {
         // SAFETY: `pair` is 68 bytes, so the loads of `[2, 34)`, `[36, 68)` and the
         // scales at `[0, 2)` and `[34, 36)` lie inside it; pair p < pairs has its lanes
-        // (asserted above).
+        // and the two block scales at 2p (asserted above).
         let (weights, codes, start, act, scale_bits) = unsafe {
             let lo = _mm256_loadu_si256(pair.as_ptr().add(2) as *const __m256i);
             let hi = _mm256_loadu_si256(pair.as_ptr().add(Q8_0_BYTES + 2) as *const __m256i);
@@ -158,15 +161,18 @@ pub fn row_dot_q8_0(row: &[u8], lanes: &Q8Lanes) -> f32 {
                 _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
                 _mm512_loadu_si512(lanes.codes.as_ptr().add(64 * p) as *const _),
                 _mm512_loadu_si512(lanes.offsets.as_ptr().add(16 * p) as *const _),
-                _mm512_loadu_ps(lanes.scales.as_ptr().add(16 * p)),
+                // d_x of blocks 2p and 2p + 1 in the two low lanes.
+                _mm_castpd_ps(_mm_load_sd(lanes.block_scales.as_ptr().add(2 * p) as *const f64)),
                 u16::from_le(first) as u32 | (u16::from_le(second) as u32) << 16,
             )
         };
         let dot = _mm512_dpbusd_epi32(start, _mm512_xor_si512(weights, _mm512_set1_epi8(-128)), codes);
-        let both = _mm_cvtph_ps(_mm_cvtsi32_si128(scale_bits as i32));
-        let weight_scales =
+        // d_w * d_x of both blocks, then spread over their 8 lanes each (the same f32
+        // products as spreading first).
+        let both = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(scale_bits as i32)), act);
+        let scales =
             _mm512_mask_blend_ps(0xFF00, _mm512_broadcastss_ps(both), _mm512_broadcastss_ps(_mm_movehdup_ps(both)));
-        acc0 = _mm512_fmadd_ps(_mm512_mul_ps(weight_scales, act), _mm512_cvtepi32_ps(dot), acc0);
+        acc0 = _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(dot), acc0);
         std::mem::swap(&mut acc0, &mut acc1);
     }
     if blocks % 2 == 1 {
@@ -264,27 +270,28 @@ const Q4_0_OCTET_TABLES: [[u8; 64]; 3] = {
 };
 
 /// One quad's integer lanes against its activation lanes, scaled and accumulated:
-/// `acc + weight_scales * act_scales * (start + lo . lo_codes + hi . hi_codes)`.
+/// `acc + scales * (start + lo . lo_codes + hi . hi_codes)`, where `scales` holds each
+/// lane's `d_w * d_x` (the product taken per block before spreading over the lanes is
+/// the same f32 as the product of the spread factors).
 ///
 /// # Safety
-/// Quad `q` must have its 128 codes and 16 offsets and scales inside `lanes`.
+/// Quad `q` must have its 128 codes and 16 offsets inside `lanes`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn q4_0_quad_lanes(acc: __m512, packed: __m512i, weight_scales: __m512, lanes: &Q8Lanes, q: usize) -> __m512 {
+unsafe fn q4_0_quad_lanes(acc: __m512, packed: __m512i, scales: __m512, lanes: &Q8Lanes, q: usize) -> __m512 {
     // SAFETY: the caller guarantees codes `128q..128q+128` and lanes `16q..16q+16`.
-    let (lo_codes, hi_codes, start, act) = unsafe {
+    let (lo_codes, hi_codes, start) = unsafe {
         (
             _mm512_loadu_si512(lanes.codes.as_ptr().add(128 * q) as *const _),
             _mm512_loadu_si512(lanes.codes.as_ptr().add(128 * q + 64) as *const _),
             _mm512_loadu_si512(lanes.offsets.as_ptr().add(16 * q) as *const _),
-            _mm512_loadu_ps(lanes.scales.as_ptr().add(16 * q)),
         )
     };
     let low4 = _mm512_set1_epi8(0x0F);
     let lo = _mm512_and_si512(packed, low4);
     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(packed), low4);
     let dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, lo, lo_codes), hi, hi_codes);
-    _mm512_fmadd_ps(_mm512_mul_ps(weight_scales, act), _mm512_cvtepi32_ps(dot), acc)
+    _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(dot), acc)
 }
 
 /// Q4_0 row (whole blocks) dot 8-bit activations laid out by [`Q8Lanes::for_avx512`].
@@ -300,7 +307,10 @@ pub fn row_dot_q4_0(row: &[u8], lanes: &Q8Lanes) -> f32 {
     assert_eq!(row.len(), blocks * Q4_0_BYTES, "Q4_0 row of {} bytes is not whole blocks", row.len());
     let (octets, whole, quads) = (blocks / 8, blocks / 4, blocks.div_ceil(4));
     assert!(
-        lanes.codes.len() >= 128 * quads && lanes.offsets.len() >= 16 * quads && lanes.scales.len() >= 16 * quads,
+        lanes.codes.len() >= 128 * quads
+            && lanes.offsets.len() >= 16 * quads
+            && lanes.scales.len() >= 16 * quads
+            && lanes.block_scales.len() >= 8 * octets,
         "Q4_0 AVX-512 row of {blocks} blocks does not match the activation lanes"
     );
     let tables = Q4_0_OCTET_TABLES.map(|t| load_table(&t));
@@ -312,14 +322,16 @@ pub fn row_dot_q4_0(row: &[u8], lanes: &Q8Lanes) -> f32 {
     for o in 0..octets {
         let octet = &row[8 * Q4_0_BYTES * o..8 * Q4_0_BYTES * (o + 1)];
         // SAFETY: `octet` is 144 bytes, so the loads of `[0, 64)`, `[64, 128)` and
-        // `[80, 144)` lie inside it; quads 2o and 2o + 1 < quads have their lanes
-        // (asserted above).
+        // `[80, 144)` lie inside it; quads 2o and 2o + 1 < quads have their lanes and
+        // blocks 8o..8o+8 their activation scales (asserted above).
         unsafe {
             let a = _mm512_loadu_si512(octet.as_ptr() as *const _);
             let b = _mm512_loadu_si512(octet.as_ptr().add(64) as *const _);
             let c = _mm512_loadu_si512(octet.as_ptr().add(80) as *const _);
             let scales_f16 = _mm512_castsi512_si128(_mm512_permutex2var_epi8(a, tables[2], b));
-            let scales = _mm512_castps256_ps512(_mm256_cvtph_ps(scales_f16));
+            // d_w * d_x of the octet's 8 blocks, then spread over each quad's lanes.
+            let act_scales = _mm256_loadu_ps(lanes.block_scales.as_ptr().add(8 * o));
+            let scales = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(scales_f16), act_scales));
             let first = _mm512_permutex2var_epi8(a, tables[0], b);
             let second = _mm512_permutex2var_epi8(b, tables[1], c);
             acc0 = q4_0_quad_lanes(acc0, first, _mm512_permutexvar_ps(spread[0], scales), lanes, 2 * o);

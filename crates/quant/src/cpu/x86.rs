@@ -298,9 +298,12 @@ fn q4_0_step(acc: __m256, row: &[u8], lanes: &Q8Lanes, p: usize) -> __m256 {
     let dot = _mm256_add_epi32(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)), load8_i32(&lanes.offsets, 8 * p));
     let d0 = u16::from_le_bytes([row[at], row[at + 1]]) as i32;
     let d1 = if second { u16::from_le_bytes([row[at + BLOCK], row[at + BLOCK + 1]]) as i32 } else { 0 };
-    let both = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(d0 | (d1 << 16))));
-    let spread = _mm256_permutevar8x32_ps(both, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
-    let scale = _mm256_mul_ps(spread, load8(&lanes.scales, 8 * p));
+    // d_w * d_x of both blocks (`block_scales` is padded to whole steps), then spread
+    // over their 4 lanes each: the same f32 products as spreading first, without the
+    // 32-byte load of per-lane scales.
+    let dx = &lanes.block_scales[2 * p..2 * p + 2];
+    let both = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d0 | (d1 << 16))), _mm_setr_ps(dx[0], dx[1], 0.0, 0.0));
+    let scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(both), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
     _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc)
 }
 

@@ -18,13 +18,17 @@
 //!   signed partial dot product, as the AVX2 `vpmaddwd` lanes do: no large biased terms
 //!   that would only cancel across lanes in f32.
 //! - Q8_0: one step = two blocks (8 lanes each): codes from two 32-byte loads, the two
-//!   f16 scales read as scalars, converted together and blended over their lanes (a
-//!   lone last block: one masked load, `vpermb` and `vcvtph2ps`).
+//!   f16 scales read as scalars, converted together, multiplied by the two blocks'
+//!   activation scales and blended over their lanes (a lone last block: one masked
+//!   load, `vpermb` and `vcvtph2ps`, per-lane activation scales).
 //! - Q4_0: one step = four blocks (72 bytes, 4 lanes each): the four 16-byte nibble runs
 //!   are loaded into the four 128-bit lanes of one register (a partial last step gathers
 //!   them from two masked loads with `vpermi2b`), low and high nibbles go to two
 //!   `vpdpbusd` against the matching codes (elements 0..16 and 16..32 of each block); the
-//!   four f16 scales are read as scalars, converted together and spread with `vpermps`.
+//!   four f16 scales are read as scalars, converted together and spread with `vpermps`
+//!   (whole octets of 8 blocks: taken out with `vpermi2b`, converted and multiplied by
+//!   the blocks' activation scales before the spread, which leaves the products
+//!   unchanged and saves a 64-byte load of per-lane scales per quad).
 //! - Q4_K: `vpmaddubsw` (nibble x code, pair sums `<= 2 * 15 * 127`) then `vpdpwssd`
 //!   with the 6-bit sub-block scales as i16 lanes gives `sum_j sc_j * dot_j` in i32;
 //!   the mins term `sum_j m_j * bsum_j` is a `vpmaddwd` on 8 i16 lanes.

@@ -108,7 +108,7 @@ impl AdapterSet {
     /// adapter without module `path` contributes nothing to its rows.
     ///
     /// On CUDA / WebGPU the base runs once and the per-row kernels of
-    /// [`crate::gpu::mixed`] add each row's update (LoRA or DoRA). Every adapter's module
+    /// `crate::gpu::mixed` add each row's update (LoRA or DoRA). Every adapter's module
     /// `path` is uploaded once per device into a cached pack; per call only the row table
     /// (4 bytes per row) goes to the device.
     pub fn forward_mixed(

@@ -8,7 +8,7 @@
 //!   through [`AttnOptions::q_feature_map`] / [`AttnOptions::k_feature_map`].
 //! - [`window_linear`]: the LoLCATs sliding-window + linear hybrid, with
 //!   [`window_linear_step`] for decoding.
-//! - [`run_named`]: any op on named tensors, for the CLI.
+//! - [`run_named`](fn@run_named): any op on named tensors, for the CLI.
 //!
 //! Every public op validates its inputs once and returns `Err` naming the problem; then
 //! it dispatches on the device (CPU fast path; CUDA / WebGPU not implemented yet).

@@ -33,7 +33,7 @@ const TILE_THREADS: u32 = 256;
 const SKINNY_BLOCK: u64 = 4;
 const TILE: u64 = 64;
 
-/// Every entry point [`run`] can launch (for the PTX-contents test).
+/// Every entry point `run` can launch (for the PTX-contents test).
 pub fn cuda_launched_entries() -> Vec<String> {
     ["f32", "f16", "bf16"]
         .iter()
@@ -41,7 +41,7 @@ pub fn cuda_launched_entries() -> Vec<String> {
         .collect()
 }
 
-/// Every entry point [`run_mixed`] can launch (for the PTX-contents test).
+/// Every entry point `run_mixed` can launch (for the PTX-contents test).
 pub fn cuda_apply_entries() -> Vec<String> {
     ["f32", "f16", "bf16"]
         .iter()

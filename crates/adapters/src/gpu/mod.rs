@@ -23,7 +23,7 @@
 //! DoRA modules, bases without a dense weight (QLoRA: `QuantizedWeight`, whose forward
 //! runs the quant crate's GPU kernels) and per-row adapter batches
 //! (`AdapterSet::forward_mixed`) run the base first and add the update with the per-row
-//! kernels of [`mixed`] (DoRA factors computed once per module and device, cached).
+//! kernels of `mixed` (DoRA factors computed once per module and device, cached).
 
 mod cuda;
 pub(crate) mod mixed;

@@ -8,7 +8,7 @@
 //!
 //! [`FeatureMap`] is the validated, f32 form that the linear ops apply per token inside
 //! their chunk loops (fused: a chunk's rows are mapped into a chunk buffer, the whole
-//! mapped tensor is never materialized). [`reference`] holds the f64 oracle.
+//! mapped tensor is never materialized). [`reference`](mod@reference) holds the f64 oracle.
 
 pub mod reference;
 

@@ -21,7 +21,7 @@
 //! call (`linattn bench attn --decode-batch 64`).
 //!
 //! GPU: a length-1 prefill from the given state through the device dispatch of
-//! [`forward`] (the GPU chunk kernels); in place, the new state replaces the old one.
+//! `forward` (the GPU chunk kernels); in place, the new state replaces the old one.
 
 use linattn_tensor::ops::non_finite::first_non_finite_in_slice;
 use linattn_tensor::{CpuBuffer, DType, Error, Result, Storage, Tensor};

@@ -1,23 +1,23 @@
 //! Gated linear attention: `linear_attn`, `simple_gla` (incl. RetNet / Lightning-2
 //! constant decay) and `gla`, as prefill and as a batched decode step.
 //!
-//! All three are one recurrence with different decays (see [`reference`]):
+//! All three are one recurrence with different decays (see `reference`):
 //! `S_t = diag(exp(g_t)) S_{t-1} + phi_k(k_t) v_t^T`, `o_t = scale * phi_q(q_t)^T S_t`,
 //! optionally divided by `scale * phi_q(q_t) . z_t + eps` with `z_t` the decayed sum of
 //! mapped keys. Layout: q, k `[B, T, H, K]`, v `[B, T, H, V]`, g `[H]`, `[B, T, H]`
 //! or `[B, T, H, K']`; state `[N, H, K', V]` (+ z `[N, H, K']`) in f32; output
 //! `[B, T, H, V]` in the dtype of q. Computation is f32 (fast) or f64 (reference).
 //!
-//! Each public op validates once ([`problem::Problem::for_fast_kernels`]: metadata and a
+//! Each public op validates once (`problem::Problem::for_fast_kernels`: metadata and a
 //! non-finite scan on the device for GPU inputs, no device->host copy; host f32 data
-//! for CPU inputs and for the reference) and then dispatches on the device in [`forward`]:
+//! for CPU inputs and for the reference) and then dispatches on the device in `forward`:
 //! CPU -> the chunked kernels (scalar or no decay: the register-tiled
-//! `chunk_scalar_avx512` on AVX-512 CPUs, else [`chunk_scalar`]; per-key decay:
-//! [`chunk_per_key`]; the latter two are dense per-chunk products through `gemm` with
+//! `chunk_scalar_avx512` on AVX-512 CPUs, else `chunk_scalar`; per-key decay:
+//! `chunk_per_key`; the latter two are dense per-chunk products through `gemm` with
 //! AVX2 element-wise code when detected), run in parallel over tasks of one sequence and
 //! a group of its heads (one head, except for the block-major AVX-512 kernel) with
 //! per-thread scratch, writing `[B, T, H, V]` in place when there is no normalizer;
-//! CUDA / WebGPU -> [`crate::gpu::gated_forward`] (every gate, the normalizer and the
+//! CUDA / WebGPU -> `crate::gpu::gated_forward` (every gate, the normalizer and the
 //! feature maps). The `*_reference` functions run the f64 oracle on the host.
 
 pub(crate) mod chunk_per_key;

@@ -11,7 +11,7 @@
 //! functions re-check the sizes the kernels rely on and return `Err` on a mismatch, and
 //! the kernels bounds-check every global index.
 //!
-//! [`gated_forward`] and [`window_prefill`] compose the kernels for the public ops:
+//! `gated_forward` and `window_prefill` compose the kernels for the public ops:
 //! Hedgehog feature maps run first as their own kernel into f32 temporaries (the chunk
 //! kernel then reads q, k as f32 and v in the input dtype), the normalizer is a ones
 //! column appended to v inside the chunk kernel (raw f32 output with column V = q . z,

@@ -5,7 +5,7 @@
 //!    `S += phi_k(k_old) v_old^T`, `z += phi_k(k_old)`;
 //! 2. the new key / value are written to slot `m % W`, `tokens_seen = m + 1`;
 //! 3. the output is the definition's formula over the `min(m + 1, W)` cached tokens and
-//!    `S`, `z` (window terms by the same [`super::chunked::window_terms`] as prefill).
+//!    `S`, `z` (window terms by the same `super::chunked::window_terms` as prefill).
 //!
 //! Layout: q, k `[N, H, D]`, v `[N, H, V]`, `window_factor [H]`; state as in the module
 //! header of `window`; output `[N, H, V]` in q's dtype. f32 throughout.

@@ -24,7 +24,7 @@
 //!   or a single `model.safetensors`, behind one name -> tensor API; [`save_sharded`]
 //!   writes one.
 //!
-//! Every malformed input is an [`Error::SafeTensors`](crate::Error::SafeTensors) naming the
+//! Every malformed input is an [`crate::Error::SafeTensors`] naming the
 //! file and, where relevant, the tensor and the byte offset; no input bytes can panic.
 
 mod atomic;

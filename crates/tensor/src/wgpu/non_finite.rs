@@ -3,7 +3,7 @@
 //! Layout: one result buffer of two u32 words per tensor, `[index, value bits]`, uploaded
 //! as `[0xFFFFFFFF, 0]` (no index yet). Per non-empty tensor two dispatches:
 //! `first_non_finite` (grid-stride over the tensor's u32 words, at most
-//! [`MAX_WORKGROUPS`] workgroups of 256) `atomicMin`s the index of the first non-finite
+//! `MAX_WORKGROUPS` workgroups of 256) `atomicMin`s the index of the first non-finite
 //! element each invocation meets into the tensor's slot; `non_finite_value` (one
 //! invocation) then writes that element widened to f32 bits. All dispatches go into one
 //! command buffer and one download of 8 bytes per tensor reads every answer: one wait,

@@ -1,7 +1,9 @@
 //! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure:
 //!
 //! 1. `cargo fmt --all --check`
-//! 2. `cargo clippy --workspace --all-targets -- -D warnings`
+//! 2. `cargo clippy --workspace --all-targets -- -D warnings`, then
+//!    `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings` (broken or
+//!    private intra-doc links fail the run)
 //! 3. `cargo xtask kernels --check` (committed PTX up to date, ptxas clean)
 //! 4. `cargo xtask wgsl` (every shader validates with naga)
 //! 5. `cargo test --workspace` with `LINATTN_REQUIRE_WGPU=1`, so the WebGPU conformance
@@ -88,6 +90,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if lint {
         step("fmt", || run_cargo(&["fmt", "--all", "--", "--check"], &[]))?;
         step("clippy", || run_cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[]))?;
+        step("doc", || run_cargo(&["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")]))?;
     }
     step("kernels --check", || crate::kernels::run(&["--check".to_string()]))?;
     step("wgsl", || crate::wgsl::run(&[]))?;

@@ -80,6 +80,8 @@ mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_512;
 #[cfg(target_arch = "x86_64")]
+mod x86_512_block;
+#[cfg(target_arch = "x86_64")]
 mod x86_512_fourbit;
 #[cfg(target_arch = "x86_64")]
 mod x86_512_fourbit_q16;

@@ -44,14 +44,14 @@ use super::q8_lanes::Q8Lanes;
 /// Bytes per Q8_0 block (f16 scale, 32 codes).
 const Q8_0_BYTES: usize = 34;
 /// Bytes per Q4_0 block (f16 scale, 16 bytes of nibbles).
-const Q4_0_BYTES: usize = 18;
+pub(super) const Q4_0_BYTES: usize = 18;
 /// Bytes per Q4_K super-block.
 const Q4_K_BYTES: usize = 144;
 
 /// Loads a 64-byte table.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-fn load_table(t: &[u8; 64]) -> __m512i {
+pub(super) fn load_table(t: &[u8; 64]) -> __m512i {
     // SAFETY: `t` is exactly 64 bytes; unaligned load is allowed.
     unsafe { _mm512_loadu_si512(t.as_ptr() as *const _) }
 }
@@ -190,7 +190,7 @@ pub fn row_dot_q8_0(row: &[u8], lanes: &Q8Lanes) -> f32 {
 /// quads take [`q4_0_whole_quad`], which measured 10-15% faster).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-fn q4_0_quad(acc: __m512, row: &[u8], lanes: &Q8Lanes, q: usize) -> __m512 {
+pub(super) fn q4_0_quad(acc: __m512, row: &[u8], lanes: &Q8Lanes, q: usize) -> __m512 {
     let at = 4 * Q4_0_BYTES * q;
     assert!(at < row.len() && lanes.codes.len() >= 128 * (q + 1) && lanes.offsets.len() >= 16 * (q + 1));
     let bytes_here = (row.len() - at).min(4 * Q4_0_BYTES);
@@ -224,7 +224,7 @@ fn q4_0_quad(acc: __m512, row: &[u8], lanes: &Q8Lanes, q: usize) -> __m512 {
 /// spreads the four converted scales over their lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-fn q4_0_whole_quad(acc: __m512, row: &[u8], lanes: &Q8Lanes, q: usize) -> __m512 {
+pub(super) fn q4_0_whole_quad(acc: __m512, row: &[u8], lanes: &Q8Lanes, q: usize) -> __m512 {
     let quad = &row[4 * Q4_0_BYTES * q..4 * Q4_0_BYTES * (q + 1)];
     let (codes, start, act) =
         (&lanes.codes[128 * q..128 * q + 128], &lanes.offsets[16 * q..16 * q + 16], &lanes.scales[16 * q..16 * q + 16]);
@@ -259,7 +259,7 @@ fn q4_0_whole_quad(acc: __m512, row: &[u8], lanes: &Q8Lanes, q: usize) -> __m512
 /// `b = [64, 128)` and `c = [80, 144)`): the nibble runs of blocks 0..4 from `(a, b)`
 /// and of blocks 4..8 from `(b, c)` into 128-bit lanes, and the 8 f16 scales (bytes
 /// `18k, 18k + 1`) from `(a, b)` into the low 16 bytes.
-const Q4_0_OCTET_TABLES: [[u8; 64]; 3] = {
+pub(super) const Q4_0_OCTET_TABLES: [[u8; 64]; 3] = {
     let mut t = [[0u8; 64]; 3];
     let mut i = 0;
     while i < 64 {
@@ -282,7 +282,13 @@ const Q4_0_OCTET_TABLES: [[u8; 64]; 3] = {
 /// Quad `q` must have its 128 codes and 16 offsets inside `lanes`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn q4_0_quad_lanes(acc: __m512, packed: __m512i, scales: __m512, lanes: &Q8Lanes, q: usize) -> __m512 {
+pub(super) unsafe fn q4_0_quad_lanes(
+    acc: __m512,
+    packed: __m512i,
+    scales: __m512,
+    lanes: &Q8Lanes,
+    q: usize,
+) -> __m512 {
     // SAFETY: the caller guarantees codes `128q..128q+128` and lanes `16q..16q+16`.
     let (lo_codes, hi_codes, start) = unsafe {
         (

@@ -184,6 +184,46 @@ impl FourBitRowActs {
     }
 }
 
+impl FourBitRowActs {
+    /// Whether [`FourBitRowActs::dot_block`] has a kernel for `kernel`, rows of `cols`
+    /// elements and `m` activation rows (whole 128-element groups; from
+    /// [`BLOCK_MIN_M`] rows on, as for Q4_0).
+    fn has_block_kernel(kernel: CpuKernel, cols: usize, m: usize) -> bool {
+        cfg!(target_arch = "x86_64") && kernel == CpuKernel::Avx512 && cols.is_multiple_of(128) && m >= BLOCK_MIN_M
+    }
+
+    /// `[[w0 . a0, w0 . a1], [w1 . a0, w1 . a1]]` for two packed rows with their absmax
+    /// and two activation rows on AVX-512 (where [`FourBitRowActs::has_block_kernel`]),
+    /// each bit for bit [`FourBitRowActs::dot`].
+    #[cfg(target_arch = "x86_64")]
+    fn dot_block(
+        (p0, a0): (&[u8], &[f32]),
+        (p1, a1): (&[u8], &[f32]),
+        code: &FourBitQ8Code,
+        x0: &FourBitRowActs,
+        x1: &FourBitRowActs,
+    ) -> [[f32; 2]; 2] {
+        let (FourBitRowActs::Lanes(l0), FourBitRowActs::Lanes(l1)) = (x0, x1) else {
+            unreachable!("FourBitRowActs::new lays out lanes for AVX-512")
+        };
+        // SAFETY: has_block_kernel admits only CpuKernel::Avx512, used only after
+        // avx512f, avx512bw and avx512vnni (and more) were detected; slices are
+        // bounds-checked inside.
+        unsafe { x86_512_block::fourbit_rows_dot_q8([p0, p1], [a0, a1], code, [l0, l1]) }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn dot_block(
+        _: (&[u8], &[f32]),
+        _: (&[u8], &[f32]),
+        _: &FourBitQ8Code,
+        _: &FourBitRowActs,
+        _: &FourBitRowActs,
+    ) -> [[f32; 2]; 2] {
+        unreachable!("has_block_kernel is false off x86_64")
+    }
+}
+
 /// Runs `tile(first_row, scratch, out)` over tiles of weight rows in parallel; `out` is
 /// the tile's `[tile rows, m]` block of a `[rows, m]` buffer, which is then transposed
 /// into `y [m, rows]` (written straight into `y` when `m = 1`). `scratch` is one value
@@ -369,15 +409,38 @@ pub fn fourbit_matmul_q8_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], m
         let acts: Vec<Option<FourBitRowActs>> =
             xc.par_chunks(cols).map(|xj| all_finite(xj).then(|| FourBitRowActs::new(kernel, xj, bs))).collect();
         if acts.iter().any(Option::is_some) {
+            let ready: Vec<(usize, &FourBitRowActs)> =
+                acts.iter().enumerate().filter_map(|(j, a)| a.as_ref().map(|a| (j, a))).collect();
+            let blocked = FourBitRowActs::has_block_kernel(kernel, cols, mc);
             for_each_tile(yc, rows, mc, rb, |first, buf: &mut Vec<f32>, out: &mut [f32]| {
                 let tile_rows = out.len() / mc;
                 let absmax = tile_absmax(w, &planes, first * nb, tile_rows * nb, buf);
-                for (j, a) in acts.iter().enumerate() {
-                    let Some(a) = a else { continue };
+                let row = |i: usize| (&packed[(first + i) * rb..(first + i + 1) * rb], &absmax[i * nb..(i + 1) * nb]);
+                let mut pairs = ready.chunks_exact(2);
+                if blocked {
+                    // Two activation rows against two weight rows at a time.
+                    for pair in pairs.by_ref() {
+                        let mut i = 0;
+                        while i + 2 <= tile_rows {
+                            let dots = FourBitRowActs::dot_block(row(i), row(i + 1), &code, pair[0].1, pair[1].1);
+                            for (di, d) in dots.iter().enumerate() {
+                                out[(i + di) * mc + pair[0].0] = d[0];
+                                out[(i + di) * mc + pair[1].0] = d[1];
+                            }
+                            i += 2;
+                        }
+                        for i in i..tile_rows {
+                            let (p, a) = row(i);
+                            out[i * mc + pair[0].0] = pair[0].1.dot(kernel, p, a, &code, bs);
+                            out[i * mc + pair[1].0] = pair[1].1.dot(kernel, p, a, &code, bs);
+                        }
+                    }
+                }
+                let rest = if blocked { pairs.remainder() } else { &ready[..] };
+                for &(j, acts) in rest {
                     for i in 0..tile_rows {
-                        let r = first + i;
-                        let row = &packed[r * rb..(r + 1) * rb];
-                        out[i * mc + j] = a.dot(kernel, row, &absmax[i * nb..(i + 1) * nb], &code, bs);
+                        let (p, a) = row(i);
+                        out[i * mc + j] = acts.dot(kernel, p, a, &code, bs);
                     }
                 }
             });

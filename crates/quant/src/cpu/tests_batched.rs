@@ -75,8 +75,12 @@ fn fourbit_batched_rows_equal_their_matvecs() {
     ];
     for &(kind, rows, cols, bs, dq) in &weights {
         let q = FourBitWeight::quantize(&rand_vec(rows * cols, 7), [rows, cols], kind, bs, dq).unwrap();
-        for &(m, bad) in &[(4, None), (3, Some((1, f32::NAN))), (260, Some((259, f32::INFINITY)))] {
-            if m > 4 && cols > 256 {
+        // m >= 8 takes the two-by-two block kernel on AVX-512 (rows of whole 128-element
+        // groups), with an odd activation row left over when one row is not finite.
+        for &(m, bad) in
+            &[(4, None), (3, Some((1, f32::NAN))), (9, Some((4, f32::NAN))), (260, Some((259, f32::INFINITY)))]
+        {
+            if m > 9 && cols > 256 {
                 continue; // the chunk boundary is covered by the small shapes
             }
             let x = activations(m, cols, 8 + m as u64, bad);

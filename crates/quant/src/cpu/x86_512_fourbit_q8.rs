@@ -61,7 +61,7 @@ fn offset_lane_sums(words: __m512i, x_high: __m512i, x_low: __m512i, table: __m5
 /// block_shift < absmax.len()`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn whole_group_scales(absmax: &[f32], g: usize, block_shift: u32, lane_block: __m512i) -> __m512 {
+pub(super) unsafe fn whole_group_scales(absmax: &[f32], g: usize, block_shift: u32, lane_block: __m512i) -> __m512 {
     let first = (GROUP * g) >> block_shift;
     let at = absmax.as_ptr();
     // SAFETY: the group's blocks `first..=((g + 1) * 128 - 1) >> block_shift` are inside

@@ -224,6 +224,47 @@ impl FourBitRowActs {
     }
 }
 
+/// Fills a tile's `out [tile rows, m]` (row-major) for the finite activation rows
+/// `ready` (index, activations): `dot(i, a)` is weight row `i` of the tile against `a`.
+/// Where `blocked`, activation rows go two at a time through `block(i, a0, a1)`, which
+/// gives rows `i` and `i + 1` against both; a tile's odd last row and an odd last
+/// activation row take `dot`.
+fn fill_tile<A>(
+    out: &mut [f32],
+    m: usize,
+    ready: &[(usize, &A)],
+    blocked: bool,
+    dot: impl Fn(usize, &A) -> f32,
+    block: impl Fn(usize, &A, &A) -> [[f32; 2]; 2],
+) {
+    let tile_rows = out.len() / m;
+    let mut pairs = ready.chunks_exact(2);
+    if blocked {
+        for pair in pairs.by_ref() {
+            let ((j0, a0), (j1, a1)) = (pair[0], pair[1]);
+            let mut i = 0;
+            while i + 2 <= tile_rows {
+                let dots = block(i, a0, a1);
+                for (di, d) in dots.iter().enumerate() {
+                    out[(i + di) * m + j0] = d[0];
+                    out[(i + di) * m + j1] = d[1];
+                }
+                i += 2;
+            }
+            for i in i..tile_rows {
+                out[i * m + j0] = dot(i, a0);
+                out[i * m + j1] = dot(i, a1);
+            }
+        }
+    }
+    let rest = if blocked { pairs.remainder() } else { ready };
+    for &(j, a) in rest {
+        for i in 0..tile_rows {
+            out[i * m + j] = dot(i, a);
+        }
+    }
+}
+
 /// Runs `tile(first_row, scratch, out)` over tiles of weight rows in parallel; `out` is
 /// the tile's `[tile rows, m]` block of a `[rows, m]` buffer, which is then transposed
 /// into `y [m, rows]` (written straight into `y` when `m = 1`). `scratch` is one value
@@ -342,34 +383,15 @@ pub fn ggml_matmul_q8_into(
             let ready: Vec<(usize, &GgmlRowActs)> =
                 acts.iter().enumerate().filter_map(|(j, a)| a.as_ref().map(|a| (j, a))).collect();
             for_each_tile(yc, rows, mc, rb, |first, _: &mut (), out: &mut [f32]| {
-                let tile_rows = out.len() / mc;
                 let row = |i: usize| &weight[(first + i) * rb..(first + i + 1) * rb];
-                let mut pairs = ready.chunks_exact(2);
-                if GgmlRowActs::has_block_kernel(kernel, format, mc) {
-                    // Two activation rows against two weight rows at a time.
-                    for pair in pairs.by_ref() {
-                        let mut i = 0;
-                        while i + 2 <= tile_rows {
-                            let dots = GgmlRowActs::dot_block(row(i), row(i + 1), pair[0].1, pair[1].1);
-                            for (di, d) in dots.iter().enumerate() {
-                                out[(i + di) * mc + pair[0].0] = d[0];
-                                out[(i + di) * mc + pair[1].0] = d[1];
-                            }
-                            i += 2;
-                        }
-                        for i in i..tile_rows {
-                            out[i * mc + pair[0].0] = pair[0].1.dot(kernel, format, row(i));
-                            out[i * mc + pair[1].0] = pair[1].1.dot(kernel, format, row(i));
-                        }
-                    }
-                }
-                let rest =
-                    if GgmlRowActs::has_block_kernel(kernel, format, mc) { pairs.remainder() } else { &ready[..] };
-                for &(j, a) in rest {
-                    for i in 0..tile_rows {
-                        out[i * mc + j] = a.dot(kernel, format, row(i));
-                    }
-                }
+                fill_tile(
+                    out,
+                    mc,
+                    &ready,
+                    GgmlRowActs::has_block_kernel(kernel, format, mc),
+                    |i, a| a.dot(kernel, format, row(i)),
+                    |i, a0, a1| GgmlRowActs::dot_block(row(i), row(i + 1), a0, a1),
+                );
             });
         }
         for (j, a) in acts.iter().enumerate() {
@@ -416,33 +438,17 @@ pub fn fourbit_matmul_q8_into(kernel: CpuKernel, w: &FourBitWeight, x: &[f32], m
                 let tile_rows = out.len() / mc;
                 let absmax = tile_absmax(w, &planes, first * nb, tile_rows * nb, buf);
                 let row = |i: usize| (&packed[(first + i) * rb..(first + i + 1) * rb], &absmax[i * nb..(i + 1) * nb]);
-                let mut pairs = ready.chunks_exact(2);
-                if blocked {
-                    // Two activation rows against two weight rows at a time.
-                    for pair in pairs.by_ref() {
-                        let mut i = 0;
-                        while i + 2 <= tile_rows {
-                            let dots = FourBitRowActs::dot_block(row(i), row(i + 1), &code, pair[0].1, pair[1].1);
-                            for (di, d) in dots.iter().enumerate() {
-                                out[(i + di) * mc + pair[0].0] = d[0];
-                                out[(i + di) * mc + pair[1].0] = d[1];
-                            }
-                            i += 2;
-                        }
-                        for i in i..tile_rows {
-                            let (p, a) = row(i);
-                            out[i * mc + pair[0].0] = pair[0].1.dot(kernel, p, a, &code, bs);
-                            out[i * mc + pair[1].0] = pair[1].1.dot(kernel, p, a, &code, bs);
-                        }
-                    }
-                }
-                let rest = if blocked { pairs.remainder() } else { &ready[..] };
-                for &(j, acts) in rest {
-                    for i in 0..tile_rows {
+                fill_tile(
+                    out,
+                    mc,
+                    &ready,
+                    blocked,
+                    |i, acts| {
                         let (p, a) = row(i);
-                        out[i * mc + j] = acts.dot(kernel, p, a, &code, bs);
-                    }
-                }
+                        acts.dot(kernel, p, a, &code, bs)
+                    },
+                    |i, x0, x1| FourBitRowActs::dot_block(row(i), row(i + 1), &code, x0, x1),
+                );
             });
         }
         for (j, a) in acts.iter().enumerate() {

@@ -9,12 +9,16 @@
 //! the weight rows into tiles of about 64 KiB (`super::rows_per_task`); a task takes the
 //! activation rows one by one and dots each with every row of its tile, so one
 //! activation layout stays in L1 while the tile's rows stay in L2, and the weight is
-//! read from memory once per chunk. The tiles fill a `[rows, m]` scratch that is then
+//! read from memory once per chunk. From [`BLOCK_MIN_M`] activation rows on, AVX-512
+//! Q4_0 and NF4/FP4 (rows of whole 128-element groups) take activation rows two at a
+//! time against two weight rows per pass (`x86_512_block`; [`fill_tile`]), which shares
+//! the loads of both sides. The tiles fill a `[rows, m]` scratch that is then
 //! transposed into `y` (for `m = 1` the scratch is `y` itself).
 //!
 //! Numerics: every output is the row dot product the matvec of its activation row
-//! computes, so row `j` of `y` equals, bit for bit, the matvec of `x[j]` (tested),
-//! whatever `m` and the thread count. An activation row holding a NaN or Inf runs the
+//! computes (the block kernels repeat each pair's single-row operations in order), so
+//! row `j` of `y` equals, bit for bit, the matvec of `x[j]` (tested), whatever `m` and
+//! the thread count. An activation row holding a NaN or Inf runs the
 //! f32 matvec instead (its non-finite value reaches its outputs as in a dense product
 //! rather than being rounded away), and so does every row of a 4-bit weight whose code
 //! table is not finite or whose rows are not whole blocks. Against the f32 products the

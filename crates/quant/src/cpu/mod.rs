@@ -31,10 +31,11 @@
 //!   [`fourbit_matmul_q8_into`], module `batched_q8`; `QuantizedWeight::matmul_q8_into`):
 //!   every activation row quantized once, tiles of weight rows dotted with each of them
 //!   by the matvec kernels; row `j` of the result equals the matvec of `x[j]` bit for
-//!   bit. The two 8-bit matvecs above are this product with `m = 1`. 4096x4096 on the
-//!   2-core Zen 4 VM against the f32 prefill below: batch 2 0.47 against 5.2 ms (Q4_0)
-//!   and 0.45 against 15.3 ms (NF4), batch 64 11.1 against 19.8 ms, batch 512 90
-//!   against 142 ms (Q4_0).
+//!   bit. The two 8-bit matvecs above are this product with `m = 1`; from 8 activation
+//!   rows on, AVX-512 Q4_0 and NF4/FP4 take two weight rows against two activation rows
+//!   per pass (`x86_512_block`). 4096x4096 on the 2-core Zen 4 VM against the f32
+//!   prefill below: batch 2 0.47 against 5.2 ms (Q4_0) and 0.38 against 15.3 ms (NF4),
+//!   batch 64 8.3 against 19.8 ms, batch 512 70 against 142 ms (Q4_0).
 //! - Prefill with f32 activations (matrix-matrix, `m` activation rows,
 //!   [`rowwise_matmul_into`]): rayon over panels of weight rows; each panel is
 //!   dequantized once into a thread-local f32 buffer and multiplied with all `m`

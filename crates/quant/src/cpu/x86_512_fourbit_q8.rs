@@ -38,8 +38,8 @@ pub(crate) const GROUP_BYTES: usize = 64;
 /// (`prefetcht2`, toward the outer caches). One Zen 4 thread, 14336x4096 NF4 read from
 /// memory (weight copies cycled, `linattn bench quant`): 25.0-26.3 GB/s at 16-64 KiB
 /// against 21.8-23.9 without (nine runs each); `prefetcht0` at 2-8 KiB gained nothing.
-/// The same hint in the ggml kernels (`x86_512`) halved their speed, for a reason not
-/// found, so they go without.
+/// Of the ggml kernels (`x86_512`) only Q4_0 takes the hint, at 8 KiB (the distance
+/// measured per kernel).
 const PREFETCH_AHEAD: usize = 32 << 10;
 /// Elements per group.
 const GROUP: usize = 2 * GROUP_BYTES;

@@ -126,8 +126,8 @@ pub(super) fn gpu_section(outcome: &RunOutcome, gpu_dtype: DType, max_run_s: f64
          CPU;\n\
          - `wgpu_vs_cuda` = CUDA ms / WebGPU ms, likewise.\n\n\
          {x_dtype}; `gbps` counts the quantized weight's bytes; each case cycles through `weight_copies` copies of \
-         its weight (at least 256 MiB on a GPU, 64 MiB on the CPU), so they are read from memory, not from a \
-         cache; `--max-run-s` skips batches predicted to run \
+         its weight (at least 256 MiB on both, the CPU's as much as its peer scans), so they are read from \
+         memory, not from a cache; `--max-run-s` skips batches predicted to run \
          longer than {} s (listed below). Targets: CUDA matvec at >= 70% of HBM bandwidth on an H100, batch 64 \
          and 512 in TFLOP/s.\n\n",
         report::machine(),

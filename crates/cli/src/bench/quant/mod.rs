@@ -40,10 +40,11 @@
 //! when the device was opened.
 //!
 //! Weight copies: a CPU case cycles through copies of its weight (quantized again, each
-//! in its own mapping) totalling at least 64 MiB, twice this VM's L3, at most 32 copies
-//! (`weight_copies` in the record), so a 4096x4096 weight (9-18 MB) is read from memory on every product as
-//! in a model's decode step, not from the L3 where repeated products of one copy found
-//! it. A GPU case likewise cycles through uploads of its weight totalling at least
+//! in its own mapping) totalling at least the peer's 256 MiB, at most 32 copies
+//! (`weight_copies` in the record), so a 4096x4096 weight (9-18 MB) is read from memory
+//! on every product as in a model's decode step, not from the L3 where repeated products
+//! of one copy found it, and kernel and peer stream the same footprint (at 64 MiB both
+//! still read 10-20% faster; `weights::CPU_ROTATION_BYTES`). A GPU case likewise cycles through uploads of its weight totalling at least
 //! [`GPU_ROTATION_BYTES`] (five times an H100's 50 MB L2, at most [`MAX_GPU_COPIES`]),
 //! so its figure is HBM (or, on lavapipe, host memory) bandwidth, not L2 hits.
 //!

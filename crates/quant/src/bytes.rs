@@ -16,21 +16,49 @@ use linattn_tensor::{Error, Result, Tensor};
 /// GB/s). A heap allocation would not do: glibc serves a large request from memory it
 /// already faulted in with 4 KiB pages once earlier frees have raised its mmap
 /// threshold (an NF4 weight quantized after others measured 22 instead of 35 GB/s).
+///
+/// The bytes start on a 2 MiB boundary of the mapping, and their last 2 MiB page lies
+/// inside it when padding to it costs at most an eighth of the weight ([`huge_span`]):
+/// Linux backs only whole, aligned 2 MiB ranges of a mapping with huge pages, and
+/// `mmap` returns 4 KiB-aligned addresses, so a 4096x4096 Q4_0 weight (9.4 MB) had a
+/// fifth of its bytes in 4 KiB pages at its two ends (two Zen 4 threads: 38-41 -> 42-47
+/// GB/s with the peer at 59-62, 28-31 -> 29-32 with it at 32-35; 30 interleaved rounds).
 pub(crate) enum WeightBuffer {
     Heap(Vec<u8>),
-    Anon(memmap2::MmapMut),
+    /// A mapping whose bytes `offset..offset + len` hold the weight.
+    Anon {
+        map: memmap2::MmapMut,
+        offset: usize,
+        len: usize,
+    },
+}
+
+/// Transparent huge page size (x86_64, aarch64 with 4 KiB base pages).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Bytes a huge-page-aligned weight of `len` bytes spans: `len` rounded up to whole huge
+/// pages when the padding is at most `len / 8` (its last page is then a huge page too;
+/// the padding is resident), `len` otherwise (the tail past the last whole huge page
+/// stays in 4 KiB pages).
+fn huge_span(len: usize) -> usize {
+    let rounded = len.next_multiple_of(HUGE_PAGE);
+    if rounded - len <= len / 8 { rounded } else { len }
 }
 
 impl WeightBuffer {
     /// `len` zero bytes (a heap vector below the huge-page size or if the mapping fails).
     pub(crate) fn zeroed(len: usize) -> WeightBuffer {
         if len >= linattn_tensor::storage::HUGE_PAGE_MIN_BYTES
-            && let Ok(map) = memmap2::MmapMut::map_anon(len)
+            && let Some(map_len) = huge_span(len).checked_add(HUGE_PAGE)
+            && let Ok(map) = memmap2::MmapMut::map_anon(map_len)
         {
             // A hint: where THP is off or unsupported the mapping stays in small pages.
             #[cfg(target_os = "linux")]
             let _ = map.advise(memmap2::Advice::HugePage);
-            return WeightBuffer::Anon(map);
+            // The slack before `offset` and after the span is never touched, so it never
+            // becomes resident.
+            let offset = (map.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - map.as_ptr() as usize;
+            return WeightBuffer::Anon { map, offset, len };
         }
         WeightBuffer::Heap(vec![0u8; len])
     }
@@ -38,7 +66,7 @@ impl WeightBuffer {
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         match self {
             WeightBuffer::Heap(v) => v,
-            WeightBuffer::Anon(m) => m,
+            WeightBuffer::Anon { map, offset, len } => &mut map[*offset..*offset + *len],
         }
     }
 
@@ -47,9 +75,8 @@ impl WeightBuffer {
     pub(crate) fn into_view(self) -> ByteView {
         match self {
             WeightBuffer::Heap(v) => ByteView::from_vec(v),
-            WeightBuffer::Anon(m) => {
-                let len = m.len();
-                ByteView { owner: Arc::new(Owner::Anon(m)), start: 0, len }
+            WeightBuffer::Anon { map, offset, len } => {
+                ByteView { owner: Arc::new(Owner::Anon(map)), start: offset, len }
             }
         }
     }
@@ -142,11 +169,12 @@ mod tests {
     use super::*;
 
     /// Small and huge-page-sized buffers start zeroed, keep what was written, and
-    /// freeze into views of exactly those bytes (sub-views included); the large one is
-    /// an anonymous mapping, not a file mapping.
+    /// freeze into views of exactly those bytes (sub-views included); the large ones
+    /// are anonymous mappings, not file mappings, and start on a huge-page boundary.
     #[test]
     fn weight_buffers_keep_their_bytes() {
-        for len in [0usize, 100, linattn_tensor::storage::HUGE_PAGE_MIN_BYTES + 5] {
+        // The last one is a 4096x4096 Q4_0 weight, whose span is padded to 10 MiB.
+        for len in [0usize, 100, linattn_tensor::storage::HUGE_PAGE_MIN_BYTES + 5, 9_437_184] {
             let mut buffer = WeightBuffer::zeroed(len);
             let bytes = buffer.as_mut_slice();
             assert_eq!(bytes.len(), len);
@@ -154,14 +182,28 @@ mod tests {
             for (i, b) in bytes.iter_mut().enumerate() {
                 *b = (i % 253) as u8;
             }
-            let large = matches!(buffer, WeightBuffer::Anon(_));
+            let large = matches!(buffer, WeightBuffer::Anon { .. });
             assert_eq!(large, len >= linattn_tensor::storage::HUGE_PAGE_MIN_BYTES, "len {len}");
             let view = buffer.into_view();
+            if large {
+                assert_eq!(view.as_slice().as_ptr() as usize % HUGE_PAGE, 0, "len {len} starts on a huge page");
+            }
             assert!(!view.is_mapped(), "an anonymous buffer is not a mapped file");
             assert!(view.as_slice().iter().enumerate().all(|(i, &b)| b == (i % 253) as u8), "len {len}");
             if len > 10 {
                 assert_eq!(view.slice(3, 4).unwrap().as_slice(), &[3, 4, 5, 6]);
             }
         }
+    }
+
+    /// The span is padded to whole huge pages only when that costs at most an eighth.
+    #[test]
+    fn huge_span_pads_only_cheaply() {
+        const MIB: usize = 1 << 20;
+        assert_eq!(huge_span(9_437_184), 10 * MIB); // 0.6 MB of 9.4
+        assert_eq!(huge_span(33_030_144), 32 * MIB); // exactly 31.5 MiB -> 32
+        assert_eq!(huge_span(4 * MIB + 5), 4 * MIB + 5); // 2 MiB of padding: too much
+        assert_eq!(huge_span(16 * MIB), 16 * MIB);
+        assert_eq!(huge_span(17 * MIB), 18 * MIB);
     }
 }

@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use super::q8_fourbit::{FourBitQ8Code, FourBitQ8Lanes};
 use super::q8_lanes::Q8Lanes;
 use super::x86_512::{Q4_0_BYTES, Q4_0_OCTET_TABLES, load_table, q4_0_quad, q4_0_quad_lanes, q4_0_whole_quad};
-use super::x86_512_fourbit_q8::{GROUP_BYTES, whole_group_scales};
+use super::x86_512_fourbit_q8::{GROUP_BYTES, nibble_codes, whole_group_scales};
 
 /// Q4_0 rows (whole blocks, all of one length) dot activation rows laid out by
 /// [`Q8Lanes::for_avx512`]: `out[r][c]` = row `r` . activations `c`.
@@ -102,7 +102,7 @@ pub fn rows_dot_q4_0<const R: usize, const C: usize>(rows: [&[u8]; R], lanes: [&
 /// integer lane sums are exact, so splitting the table lookups from the dot products
 /// changes nothing). Per group the nibbles are looked up once per weight row and the
 /// activation codes and scales loaded once per activation row.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
 pub fn fourbit_rows_dot_q8<const R: usize, const C: usize>(
     packed: [&[u8]; R],
     absmax: [&[f32]; R],
@@ -144,7 +144,6 @@ pub fn fourbit_rows_dot_q8<const R: usize, const C: usize>(
             _mm512_loadu_si512(lanes[0].lane_block.as_ptr() as *const _),
         )
     };
-    let nibble = _mm512_set1_epi8(0x0F);
     // The single-row kernel alternates two accumulators, even groups into the first.
     let mut even = [[_mm512_setzero_ps(); C]; R];
     let mut odd = [[_mm512_setzero_ps(); C]; R];
@@ -155,11 +154,8 @@ pub fn fourbit_rows_dot_q8<const R: usize, const C: usize>(
             // `a` (asserted above).
             unsafe {
                 let words = _mm512_loadu_si512(p.as_ptr().add(GROUP_BYTES * g) as *const _);
-                *u = (
-                    _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(words), nibble)),
-                    _mm512_shuffle_epi8(table, _mm512_and_si512(words, nibble)),
-                    whole_group_scales(a, g, shift, lane_block),
-                );
+                let (high, low) = nibble_codes(words, table);
+                *u = (high, low, whole_group_scales(a, g, shift, lane_block));
             }
         }
         for (c, l) in lanes.iter().enumerate() {

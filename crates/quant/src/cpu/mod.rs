@@ -76,6 +76,7 @@ pub mod q8;
 pub mod q8_fourbit;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod q8_lanes;
+mod row_acts;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]

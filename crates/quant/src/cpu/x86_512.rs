@@ -405,17 +405,28 @@ fn q4_k_scales_mins(packed: &[u8]) -> (u64, u64) {
 
 /// For the `k`-th 64 nibbles of a Q4_K super-block (sub-blocks `(0,2), (1,3), (4,6),
 /// (5,7)`), i16 lanes 0..16 take the first sub-block's scale byte and lanes 16..32 the
-/// second's (high bytes are zeroed by the mask at use).
+/// second's; every high byte takes byte [`Q4_K_ZERO_BYTE`] of the scale vector, which is
+/// zero, so one `vpermb` builds the i16 lanes without a mask.
 const fn q4_k_scale_table(k: usize) -> [u8; 64] {
     let (first, second) = [(0, 2), (1, 3), (4, 6), (5, 7)][k];
     let mut t = [0u8; 64];
     let mut i = 0;
     while i < 64 {
-        t[i] = if i < 32 { first } else { second };
+        t[i] = if i % 2 == 1 {
+            Q4_K_ZERO_BYTE
+        } else if i < 32 {
+            first
+        } else {
+            second
+        };
         i += 1;
     }
     t
 }
+
+/// A byte of the Q4_K scale vector that is always zero: the 8 scale bytes fill bytes
+/// 0..8 of a zero-extended 64-bit move.
+const Q4_K_ZERO_BYTE: u8 = 8;
 
 const Q4_K_SCALE_TABLES: [[u8; 64]; 4] =
     [q4_k_scale_table(0), q4_k_scale_table(1), q4_k_scale_table(2), q4_k_scale_table(3)];
@@ -441,7 +452,8 @@ pub fn row_dot_q4_k(row: &[u8], lanes: &Q8Lanes) -> f32 {
         let d_dmin_bits = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
         // [d * d_x, dmin * d_x, 0, 0]
         let d_dmin = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin_bits as i32)), _mm_set1_ps(lanes.scales[s]));
-        let scale_bytes = _mm512_castsi128_si512(_mm_cvtsi64_si128(scales as i64));
+        // Bytes 8..64 zero (`vmovq` clears the rest of the 128 bits, the extension the rest).
+        let scale_bytes = _mm512_zextsi128_si512(_mm_cvtsi64_si128(scales as i64));
         // SAFETY: `block` is 144 bytes, so the two 64-byte loads at 16 and 80 are inside
         // it; super-block `s < supers` owns codes `256s..256s+256` and bsums `8s..8s+8`
         // (asserted above).
@@ -458,7 +470,7 @@ pub fn row_dot_q4_k(row: &[u8], lanes: &Q8Lanes) -> f32 {
             let mut isum = _mm512_setzero_si512();
             for (k, (nib, table)) in nibbles.iter().zip(&tables).enumerate() {
                 let pairs = _mm512_maddubs_epi16(*nib, _mm512_loadu_si512(codes.add(64 * k) as *const _));
-                let sub_scales = _mm512_maskz_permutexvar_epi8(0x5555_5555_5555_5555, *table, scale_bytes);
+                let sub_scales = _mm512_permutexvar_epi8(*table, scale_bytes);
                 isum = _mm512_dpwssd_epi32(isum, pairs, sub_scales);
             }
             acc = _mm512_fmadd_ps(_mm512_set1_ps(_mm_cvtss_f32(d_dmin)), _mm512_cvtepi32_ps(isum), acc);

@@ -48,16 +48,17 @@ fn huge_span(len: usize) -> usize {
 impl WeightBuffer {
     /// `len` zero bytes (a heap vector below the huge-page size or if the mapping fails).
     pub(crate) fn zeroed(len: usize) -> WeightBuffer {
+        let span = huge_span(len);
         if len >= linattn_tensor::storage::HUGE_PAGE_MIN_BYTES
-            && let Some(map_len) = huge_span(len).checked_add(HUGE_PAGE)
+            && let Some(map_len) = span.checked_add(HUGE_PAGE)
             && let Ok(map) = memmap2::MmapMut::map_anon(map_len)
         {
-            // A hint: where THP is off or unsupported the mapping stays in small pages.
-            #[cfg(target_os = "linux")]
-            let _ = map.advise(memmap2::Advice::HugePage);
-            // The slack before `offset` and after the span is never touched, so it never
-            // becomes resident.
             let offset = (map.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - map.as_ptr() as usize;
+            // A hint, on the span's whole huge pages only (a tail not worth padding stays
+            // in small pages; the slack around the span is never touched). Where THP is
+            // off or unsupported the mapping stays in small pages.
+            #[cfg(target_os = "linux")]
+            let _ = map.advise_range(memmap2::Advice::HugePage, offset, span / HUGE_PAGE * HUGE_PAGE);
             return WeightBuffer::Anon { map, offset, len };
         }
         WeightBuffer::Heap(vec![0u8; len])

@@ -33,8 +33,8 @@ pub(crate) enum WeightBuffer {
     },
 }
 
-/// Transparent huge page size (x86_64, aarch64 with 4 KiB base pages).
-const HUGE_PAGE: usize = 2 << 20;
+/// Transparent huge page size (shared with the tensor crate's huge-page advice).
+const HUGE_PAGE: usize = linattn_tensor::storage::HUGE_PAGE_BYTES;
 
 /// Bytes a huge-page-aligned weight of `len` bytes spans: `len` rounded up to whole huge
 /// pages when the padding is at most `len / 8` (its last page is then a huge page too;

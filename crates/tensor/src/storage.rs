@@ -101,6 +101,10 @@ impl CpuBuffer {
 /// Size from which [`CpuBuffer::zeroed`] asks for transparent huge pages.
 pub const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 
+/// Transparent huge page size (x86_64, and aarch64 with 4 KiB base pages): Linux backs
+/// only whole, aligned ranges of this size with huge pages.
+pub const HUGE_PAGE_BYTES: usize = 2 << 20;
+
 /// Asks Linux to back the 2 MiB-aligned interior of `bytes` with transparent huge pages
 /// (`madvise(MADV_HUGEPAGE)`; a hint, ignored where THP is off, a no-op elsewhere).
 ///
@@ -119,9 +123,8 @@ pub fn advise_huge_pages(bytes: &[u8]) {
 fn advise_huge_pages_raw(addr: usize, len: usize) {
     #[cfg(target_os = "linux")]
     {
-        const HUGE: usize = 2 << 20;
-        let start = addr.next_multiple_of(HUGE);
-        let end = (addr + len) / HUGE * HUGE;
+        let start = addr.next_multiple_of(HUGE_PAGE_BYTES);
+        let end = (addr + len) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
         if end > start {
             // SAFETY: madvise with MADV_HUGEPAGE changes no memory contents and no
             // permissions; the range lies inside the `len` bytes at `addr`, one live
